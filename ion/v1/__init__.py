@@ -1,0 +1,1 @@
+"""Generated protobuf code for the ion.v1 wire schema: see proto/ and ion.wire."""
