@@ -51,16 +51,16 @@ def main(argv: list[str] | None = None) -> int:
         fresh = generate_into(Path(tmp))
         fresh_dir = Path(tmp) / "ion" / "v1"
         current = sorted(
-            p.relative_to(OUT_PACKAGE)
-            for p in OUT_PACKAGE.glob("*")
-            if p.is_file() and (p.name.endswith(("_pb2.py", "_pb2.pyi")) or p.name == "__init__.py")
+            q.relative_to(OUT_PACKAGE)
+            for q in OUT_PACKAGE.glob("*")
+            if q.is_file() and (q.name.endswith(("_pb2.py", "_pb2.pyi")) or q.name == "__init__.py")
         )
         stale = [
-            str(p)
-            for p in fresh
-            if not (OUT_PACKAGE / p).exists() or not filecmp.cmp(fresh_dir / p, OUT_PACKAGE / p)
+            str(f)
+            for f in fresh
+            if not (OUT_PACKAGE / f).exists() or not filecmp.cmp(fresh_dir / f, OUT_PACKAGE / f)
         ]
-        extra = [str(p) for p in current if p not in fresh]
+        extra = [str(c) for c in current if c not in fresh]
         if args.check:
             if stale or extra:
                 print(
@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ion/v1 is current ({len(fresh)} files)")
             return 0
         OUT_PACKAGE.mkdir(parents=True, exist_ok=True)
-        for p in extra:
-            (OUT_PACKAGE / p).unlink()
-        for p in fresh:
-            shutil.copyfile(fresh_dir / p, OUT_PACKAGE / p)
+        for name in extra:
+            (OUT_PACKAGE / name).unlink()
+        for f in fresh:
+            shutil.copyfile(fresh_dir / f, OUT_PACKAGE / f)
         print(f"wrote {len(fresh)} files to ion/v1")
         return 0
 

@@ -1,0 +1,335 @@
+"""``ion``: the operator's command line.
+
+Exit codes: 0 success, 1 the operation failed (broker unreachable or refusing, nothing to
+delete, ...), 2 invalid input (a broken ION file, a bad flag).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ion import __version__
+from ion.errors import InputError, IonError
+
+from .options import broker_options, resolve_broker
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("ion.cli")
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def reports_errors(func: F) -> F:
+    """One clear line and an exit code instead of a traceback for every expected failure."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except InputError as exc:
+            fail(str(exc), 2)
+        except IonError as exc:
+            fail(str(exc), 1)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="ion")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+def cli(verbose: int) -> None:
+    """ION runtime: run ML pipelines across edge, gateway and cloud over MQTT.
+
+    Author an ION (pipelines and the edges between them) in YAML, check it with
+    `ion validate`, publish it with `ion apply`; node agents pick it up.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# -- validate ----------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--inventory",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Nodes file: also check that every placement selects a node.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
+@reports_errors
+def validate(files: tuple[str, ...], inventory: str | None, as_json: bool, quiet: bool) -> None:
+    """Check ION files and print every problem with its location.
+
+    Exits 2 when any file has an error.  Cycles across an ION are allowed (a model feeds
+    inference whose health triggers retraining) and are shown as info.
+    """
+    from ion.authoring import load_ion_file
+    from ion.validate import load_inventory, validate_ion
+
+    inv = None
+    if inventory:
+        inv = load_inventory(Path(inventory).read_text())
+    any_error = False
+    results: list[dict[str, Any]] = []
+    for file in files:
+        parsed = load_ion_file(file)
+        problems = list(parsed.problems)
+        cycles: tuple[tuple[str, ...], ...] = ()
+        if parsed.definition is not None and not any(p.severity == "error" for p in problems):
+            report = validate_ion(parsed.definition, inventory=inv, lines=parsed.lines, file=file)
+            problems.extend(report.problems)
+            cycles = report.cycles
+        errors = [p for p in problems if p.severity == "error"]
+        any_error |= bool(errors)
+        if as_json:
+            results.append(
+                {
+                    "file": file,
+                    "valid": not errors,
+                    "problems": [
+                        {
+                            "severity": p.severity,
+                            "location": p.location,
+                            "message": p.message,
+                            "line": p.line,
+                        }
+                        for p in problems
+                    ],
+                    "cycles": [list(c) for c in cycles],
+                }
+            )
+            continue
+        for p in problems:
+            if quiet and p.severity != "error":
+                continue
+            click.echo(str(p), err=p.severity == "error")
+        if errors:
+            click.echo(f"{file}: {len(errors)} error(s)", err=True)
+        elif not quiet:
+            d = parsed.definition
+            assert d is not None
+            click.echo(
+                f"{file}: valid ION {d.name!r} ({len(d.pipelines)} pipelines, {len(d.edges)} edges)"
+            )
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    if any_error:
+        sys.exit(2)
+
+
+def _load_valid(file: str) -> Any:
+    from ion.authoring import load_ion_file
+    from ion.validate import validate_ion
+
+    parsed = load_ion_file(file)
+    problems = list(parsed.problems)
+    if parsed.definition is not None and not problems:
+        problems = list(validate_ion(parsed.definition, lines=parsed.lines, file=file).problems)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors or parsed.definition is None:
+        for p in errors:
+            click.echo(str(p), err=True)
+        fail(f"{file}: {len(errors)} error(s); nothing was applied", 2)
+    return parsed.definition
+
+
+# -- apply / get / list / delete ---------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Publish a new version even when nothing changed.")
+@broker_options
+@reports_errors
+def apply(file: str, force: bool, **kwargs: Any) -> None:
+    """Validate FILE and publish it as the ION's desired state.
+
+    The definition is published retained at QoS 1 with the next version number; the command
+    returns once the broker has acknowledged it.  Node agents subscribed to it reconcile.
+    """
+    from ion.client import definitions
+    from ion.client.session import connect
+
+    definition = _load_valid(file)
+    broker, operator = resolve_broker(kwargs)
+    with connect(broker) as session:
+        current = definitions.fetch(session, definition.name)
+        plan = definitions.plan_apply(
+            definition, current, now_ms=now_ms(), operator=operator, force=force
+        )
+        if plan.definition is None:
+            click.echo(f"ion/{definition.name} {plan.reason}")
+            return
+        definitions.publish(session, plan.definition, now_ms=now_ms())
+    d = plan.definition
+    click.echo(
+        f"ion/{d.name} {plan.reason}: version {d.version}, "
+        f"sha256 {d.content_sha256[:12]}, on {broker.url}"
+    )
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("name")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    show_default=True,
+    help="Output format.",
+)
+@broker_options
+@reports_errors
+def get(name: str, output: str, **kwargs: Any) -> None:
+    """Print the ION NAME as the broker holds it (YAML that `ion apply` accepts)."""
+    from ion.authoring import dump_ion
+    from ion.client import definitions
+    from ion.client.session import connect
+    from ion.model.definition import IonDeleted
+
+    broker, _ = resolve_broker(kwargs)
+    with connect(broker) as session:
+        stored = definitions.fetch(session, name)
+    if stored is None:
+        fail(f"no ION named {name!r} on {broker.url}")
+    if isinstance(stored, IonDeleted):
+        fail(
+            f"ION {name!r} was deleted by {stored.deleted_by or 'unknown'} "
+            f"(version {stored.version})"
+        )
+    assert stored is not None
+    assert not isinstance(stored, IonDeleted)
+    text = dump_ion(stored)
+    if output == "json":
+        import yaml
+
+        click.echo(json.dumps(yaml.safe_load(text), indent=2))
+    else:
+        click.echo(
+            f"# version {stored.version}, sha256 {stored.content_sha256}, applied by "
+            f"{stored.applied_by or 'unknown'}"
+        )
+        click.echo(text, nl=False)
+
+
+@cli.command(name="list", context_settings=CONTEXT)
+@click.option("--all", "show_all", is_flag=True, help="Include deleted IONs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@broker_options
+@reports_errors
+def list_cmd(show_all: bool, as_json: bool, **kwargs: Any) -> None:
+    """List the IONs the broker holds."""
+    from ion.client import definitions
+    from ion.client.session import connect
+    from ion.model.definition import IonDefinition
+
+    broker, _ = resolve_broker(kwargs)
+    with connect(broker) as session:
+        stored, problems = definitions.fetch_all(session)
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)
+    rows = []
+    for s in stored:
+        if isinstance(s, IonDefinition):
+            rows.append(
+                {
+                    "name": s.name,
+                    "version": s.version,
+                    "state": "active",
+                    "pipelines": len(s.pipelines),
+                    "edges": len(s.edges),
+                    "by": s.applied_by,
+                    "sha256": s.content_sha256[:12],
+                }
+            )
+        elif show_all:
+            rows.append(
+                {
+                    "name": s.name,
+                    "version": s.version,
+                    "state": "deleted",
+                    "pipelines": 0,
+                    "edges": 0,
+                    "by": s.deleted_by,
+                    "sha256": "",
+                }
+            )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no IONs on {broker.url}")
+        return
+    header = ["NAME", "VERSION", "STATE", "PIPELINES", "EDGES", "BY", "SHA256"]
+    table = [header] + [
+        [str(r[k]) for k in ("name", "version", "state", "pipelines", "edges", "by", "sha256")]
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("name")
+@broker_options
+@reports_errors
+def delete(name: str, **kwargs: Any) -> None:
+    """Delete the ION NAME: its pipelines stop on every node.
+
+    A versioned tombstone replaces the retained definition, so an older copy replayed later
+    cannot bring the ION back.
+    """
+    from ion.client import definitions
+    from ion.client.session import connect
+
+    broker, operator = resolve_broker(kwargs)
+    with connect(broker) as session:
+        current = definitions.fetch(session, name)
+        tombstone = definitions.plan_delete(current, name, now_ms=now_ms(), operator=operator)
+        definitions.publish(session, tombstone, now_ms=now_ms())
+    click.echo(f"ion/{name} deleted (version {tombstone.version})")
+
+
+def _register_optional_commands() -> None:
+    from broker.cli import broker_command
+
+    cli.add_command(broker_command, name="broker")
+    from ion.cli.demo import demo
+
+    cli.add_command(demo, name="demo")
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    cli(prog_name="ion")
+
+
+if __name__ == "__main__":
+    main()

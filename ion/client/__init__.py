@@ -1,0 +1,1 @@
+"""The operator's side of the wire: a short-lived, synchronous MQTT session for the CLI."""

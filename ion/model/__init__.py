@@ -1,0 +1,1 @@
+"""Typed, frozen domain values.  Protobuf classes never leave ``ion.wire``."""
