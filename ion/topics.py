@@ -311,3 +311,21 @@ def _channel(value: str) -> Channel:
         return Channel(value)
     except ValueError:
         raise TopicError(f"unknown channel {value!r}") from None
+
+
+def filters_overlap(a: str, b: str) -> bool:
+    """Whether some topic matches both MQTT filters ``a`` and ``b``.
+
+    A gateway relays disjoint filter sets each way; this is the check that they are disjoint.
+    """
+    pa, pb = a.split("/"), b.split("/")
+    for i in range(max(len(pa), len(pb))):
+        x = pa[i] if i < len(pa) else None
+        y = pb[i] if i < len(pb) else None
+        if x == "#" or y == "#":
+            return True
+        if x is None or y is None:
+            return False
+        if x != y and "+" not in (x, y):
+            return False
+    return True

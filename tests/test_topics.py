@@ -136,3 +136,22 @@ def test_filters() -> None:
     assert topics.model_filter("k", "e") == "ion/v1/ions/k/edges/e/model/#"
     # Node ids and ION names never share a level, whatever they are called.
     assert topics.definition("nodes") != topics.node_status("ions")
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "overlap"),
+    [
+        ("ion/v1/#", "ion/v1/ions/+/def", True),
+        ("ion/v1/ions/+/def", "ion/v1/ions/k/def", True),
+        ("ion/v1/ions/+/def", "ion/v1/ions/+/cmd", False),
+        ("ion/v1/nodes/+/status", "ion/v1/nodes/n/cmd", False),
+        ("a/b", "a/b/c", False),
+        ("a/b/#", "a/b", True),  # '#' also matches the parent level
+        ("a/+", "a/b/c", False),
+        ("+/+", "a/b", True),
+        ("a", "b", False),
+    ],
+)
+def test_filters_overlap(a: str, b: str, overlap: bool) -> None:
+    assert topics.filters_overlap(a, b) is overlap
+    assert topics.filters_overlap(b, a) is overlap
