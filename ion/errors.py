@@ -29,6 +29,10 @@ class ConfigError(InputError):
     """A configuration file or flag is wrong."""
 
 
+class NotFoundError(IonError):
+    """The thing asked for does not exist (no such ION on the broker, no such model)."""
+
+
 class UnavailableError(IonError):
     """An outside system cannot be reached now; trying again later may work."""
 

@@ -42,7 +42,7 @@ def ion(
 def renamed(tmp_path: Path, name: str, *, extra: str = "") -> Path:
     """A copy of the example ION under another name (tests share one broker)."""
     text = EXAMPLE.read_text()
-    text = re.sub(r"(?m)^(\s+name:\s*)kmeans-anomaly\s*$", rf"\g<1>{name}", text, count=1)
+    text = re.sub(r"(?m)^(\s+name:\s*)kmeans-anomaly\b", rf"\g<1>{name}", text, count=1)
     assert name in text
     out = tmp_path / f"{name}.yaml"
     out.write_text(text + extra)

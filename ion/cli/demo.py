@@ -50,7 +50,7 @@ def demo(ion_file: str, port: int, duration: float | None) -> None:
     from ion.client.session import connect
     from ion.config.broker import parse_broker_url
     from ion.model.definition import IonDefinition
-    from ion.validate import validate_ion
+    from ion.validate import validate_parsed
 
     stop = threading.Event()
 
@@ -62,13 +62,7 @@ def demo(ion_file: str, port: int, duration: float | None) -> None:
 
     _step(f"validating {ion_file}")
     parsed = load_ion_file(ion_file)
-    report = (
-        validate_ion(parsed.definition, lines=parsed.lines, file=ion_file)
-        if (parsed.definition is not None and not parsed.problems)
-        else None
-    )
-    errors = list(parsed.problems) + (list(report.problems) if report else [])
-    errors = [p for p in errors if p.severity == "error"]
+    errors = [p for p in validate_parsed(parsed).problems if p.severity == "error"]
     if errors or parsed.definition is None:
         for p in errors:
             click.echo(str(p), err=True)
@@ -103,12 +97,12 @@ def demo(ion_file: str, port: int, duration: float | None) -> None:
                 f"{len(received.edges)} edges, sha256 {received.content_sha256[:12]}); "
                 f"identical to the file: {'yes' if same else 'NO'}"
             )
-            for p in received.pipelines:
-                where = ", ".join(p.placement.nodes) or ", ".join(
-                    f"{k}={v}" for k, v in p.placement.labels.items()
+            for pl in received.pipelines:
+                where = ", ".join(pl.placement.nodes) or ", ".join(
+                    f"{k}={v}" for k, v in pl.placement.labels.items()
                 )
                 click.echo(
-                    f"      pipeline {p.name:<12} {p.engine:<10} {p.mode.value:<9} on {where}"
+                    f"      pipeline {pl.name:<12} {pl.engine:<10} {pl.mode.value:<9} on {where}"
                 )
             for e in received.edges:
                 targets = ", ".join(str(t) for t in e.targets)

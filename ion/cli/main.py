@@ -12,7 +12,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -88,21 +87,16 @@ def validate(files: tuple[str, ...], inventory: str | None, as_json: bool, quiet
     inference whose health triggers retraining) and are shown as info.
     """
     from ion.authoring import load_ion_file
-    from ion.validate import load_inventory, validate_ion
+    from ion.validate import load_inventory_file, validate_parsed
 
-    inv = None
-    if inventory:
-        inv = load_inventory(Path(inventory).read_text())
+    catalog = _catalog()
+    inv = load_inventory_file(inventory) if inventory else None
     any_error = False
     results: list[dict[str, Any]] = []
     for file in files:
         parsed = load_ion_file(file)
-        problems = list(parsed.problems)
-        cycles: tuple[tuple[str, ...], ...] = ()
-        if parsed.definition is not None and not any(p.severity == "error" for p in problems):
-            report = validate_ion(parsed.definition, inventory=inv, lines=parsed.lines, file=file)
-            problems.extend(report.problems)
-            cycles = report.cycles
+        report = validate_parsed(parsed, catalog=catalog, inventory=inv)
+        problems = [*catalog.problems, *report.problems]
         errors = [p for p in problems if p.severity == "error"]
         any_error |= bool(errors)
         if as_json:
@@ -119,7 +113,7 @@ def validate(files: tuple[str, ...], inventory: str | None, as_json: bool, quiet
                         }
                         for p in problems
                     ],
-                    "cycles": [list(c) for c in cycles],
+                    "cycles": [list(c) for c in report.cycles],
                 }
             )
             continue
@@ -132,8 +126,10 @@ def validate(files: tuple[str, ...], inventory: str | None, as_json: bool, quiet
         elif not quiet:
             d = parsed.definition
             assert d is not None
+            cycles = "".join(f"; cycle {' -> '.join(c)}" for c in report.cycles)
             click.echo(
-                f"{file}: valid ION {d.name!r} ({len(d.pipelines)} pipelines, {len(d.edges)} edges)"
+                f"{file}: valid ION {d.name!r} ({len(d.pipelines)} pipelines, "
+                f"{len(d.edges)} edges{cycles})"
             )
     if as_json:
         click.echo(json.dumps(results, indent=2))
@@ -141,16 +137,21 @@ def validate(files: tuple[str, ...], inventory: str | None, as_json: bool, quiet
         sys.exit(2)
 
 
+def _catalog() -> Any:
+    from ion.catalog import builtin_catalog
+
+    return builtin_catalog().with_entry_points()
+
+
 def _load_valid(file: str) -> Any:
+    """The definition in ``file``, or exit 2 printing every error."""
     from ion.authoring import load_ion_file
-    from ion.validate import validate_ion
+    from ion.validate import validate_parsed
 
     parsed = load_ion_file(file)
-    problems = list(parsed.problems)
-    if parsed.definition is not None and not problems:
-        problems = list(validate_ion(parsed.definition, lines=parsed.lines, file=file).problems)
-    errors = [p for p in problems if p.severity == "error"]
-    if errors or parsed.definition is None:
+    report = validate_parsed(parsed, catalog=_catalog())
+    if not report.ok or parsed.definition is None:
+        errors = [p for p in report.problems if p.severity == "error"]
         for p in errors:
             click.echo(str(p), err=True)
         fail(f"{file}: {len(errors)} error(s); nothing was applied", 2)

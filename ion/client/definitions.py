@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ion import topics
-from ion.errors import DecodeError, InputError
+from ion.errors import DecodeError, InputError, NotFoundError
 from ion.model.definition import IonDefinition, IonDeleted
 from ion.model.messages import Envelope, new_envelope
 from ion.wire.codec import decode, encode
@@ -106,7 +106,7 @@ def publish(session: OperatorSession, body: Stored, *, now_ms: int) -> None:
 def plan_delete(current: Stored | None, name: str, *, now_ms: int, operator: str) -> IonDeleted:
     """The tombstone that deletes ``name`` (pure); raises when there is nothing to delete."""
     if not isinstance(current, IonDefinition):
-        raise InputError(f"no ION named {name!r} on the broker")
+        raise NotFoundError(f"no ION named {name!r} on the broker")
     return IonDeleted(
         name=name, version=current.version + 1, deleted_ms=now_ms, deleted_by=operator
     )
