@@ -1,0 +1,292 @@
+"""The conformance suite every engine adapter passes, with real child processes.
+
+To add an adapter, subclass ``EngineConformance`` in its test module and give it a ``case``
+fixture returning an ``EngineCase`` (parametrise the fixture to run several configurations)::
+
+    class TestSparkConformance(EngineConformance):
+        @pytest.fixture
+        def case(self, tmp_path): return SparkCase(tmp_path)
+
+An ``EngineCase`` supplies the adapter, the same adapter pointed at an engine that is not
+installed, and pipelines for each scenario in that engine's own terms.  Every job a test
+starts must be gone, with its whole process group, by the end of the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+import pytest_asyncio
+
+from ion.model.definition import Pipeline
+from node.engines.base import Engine, JobExit, JobSpec, JobStartError, Outcome, RunningJob
+from node.engines.process import output_log
+
+START_TIMEOUT_S = 15.0
+
+
+class EngineCase(Protocol):
+    """One engine adapter, described for the suite."""
+
+    name: str
+    work_root: Path
+    env: Mapping[str, str]
+    """Environment for every job (for example where test components are installed)."""
+    stop_grace_s: float
+    """Enough for the engine to shut down cleanly on SIGTERM."""
+    reports_stats: bool
+
+    def engine(self) -> Engine: ...
+
+    def missing_engine(self) -> Engine:
+        """The same adapter configured with an engine program that does not exist."""
+        ...
+
+    def printing(self, marker: str) -> Pipeline:
+        """A batch pipeline that writes ``marker`` to its output and exits 0."""
+        ...
+
+    def long_running(self, marker: str) -> Pipeline:
+        """A pipeline that keeps writing ``marker`` lines until it is stopped."""
+        ...
+
+    def crashing(self, code: int, marker: str) -> Pipeline:
+        """A pipeline that writes ``marker`` and exits with status ``code``."""
+        ...
+
+    def bad_arguments(self) -> tuple[Pipeline, str]:
+        """A pipeline with an invalid argument, and text the failure must mention."""
+        ...
+
+    def unknown_component(self) -> tuple[Pipeline, str]:
+        """A pipeline naming a component that does not exist, and text the failure mentions."""
+        ...
+
+    def ignoring_sigterm(self) -> Pipeline | None:
+        """A pipeline that ignores SIGTERM and then writes ``ignoring SIGTERM`` (None: the
+        engine cannot express one)."""
+        ...
+
+
+def group_alive(pgid: int) -> bool:
+    """Does any process of the group still run?  Zombies do not count: once killed, a
+    grandchild is reaped by whoever inherits it, which may take a moment."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: the kernel's answer, zombies included
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state != "Z":
+            return True
+    return False
+
+
+def gone(pid: int) -> bool:
+    """Not running.  A killed grandchild is a zombie until whoever inherited it reaps it: when
+    that is us (the test session may be a subreaper), reap it here; init's zombies count as
+    gone."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+class Jobs:
+    """Starts jobs for a test and guarantees none survives it."""
+
+    def __init__(self, case: EngineCase) -> None:
+        self.case = case
+        self.started: list[RunningJob] = []
+        self._n = 0
+
+    def spec(self, pipeline: Pipeline, **kw: object) -> JobSpec:
+        self._n += 1
+        work_dir = self.case.work_root / f"job{self._n}"
+        return JobSpec(
+            ion="conformance",
+            pipeline=pipeline,
+            node_id="node-1",
+            work_dir=work_dir,
+            env=dict(self.case.env),
+            **kw,  # type: ignore[arg-type]
+        )
+
+    async def start(self, pipeline: Pipeline, engine: Engine | None = None) -> RunningJob:
+        job = await (engine or self.case.engine()).start(self.spec(pipeline))
+        self.started.append(job)
+        return job
+
+    async def run(self, pipeline: Pipeline) -> JobExit:
+        job = await self.start(pipeline)
+        async with asyncio.timeout(START_TIMEOUT_S):
+            return await job.wait()
+
+    async def cleanup(self) -> list[int]:
+        """Stop everything still running; the pids whose process group outlived its job."""
+        leaked = []
+        for job in self.started:
+            await job.stop(0.5)
+            if group_alive(job.pid):
+                leaked.append(job.pid)
+                os.killpg(job.pid, signal.SIGKILL)
+        return leaked
+
+
+async def until(predicate: Callable[[], object], within_s: float = START_TIMEOUT_S) -> None:
+    """Poll an outside process's visible effects until ``predicate()`` holds."""
+    async with asyncio.timeout(within_s):
+        while not predicate():  # noqa: ASYNC110 - the condition lives in another process
+            await asyncio.sleep(0.02)
+
+
+async def wait_for_output(caplog: pytest.LogCaptureFixture, job_id: str, text: str) -> None:
+    """Until a line containing ``text`` was logged for the job (its pipeline id)."""
+
+    def seen() -> bool:
+        return any(
+            getattr(r, "pipeline_id", None) == job_id and text in r.getMessage()
+            for r in caplog.records
+        )
+
+    try:
+        await until(seen)
+    except TimeoutError:
+        pytest.fail(f"no output containing {text!r} from {job_id}")
+
+
+@pytest.mark.integration
+class EngineConformance:
+    @pytest.fixture
+    def case(self) -> EngineCase:
+        raise NotImplementedError("an adapter's test module provides the case fixture")
+
+    @pytest_asyncio.fixture
+    async def jobs(self, case: EngineCase, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Jobs]:
+        caplog.set_level(logging.INFO, logger=output_log.name)
+        jobs = Jobs(case)
+        try:
+            yield jobs
+        finally:
+            leaked = await jobs.cleanup()
+        assert not leaked, f"process groups outlived their jobs: {leaked}"
+
+    def test_available(self, case: EngineCase) -> None:
+        engine = case.engine()
+        assert isinstance(engine, Engine)
+        assert engine.check_available() is None
+        assert engine.name == case.name
+
+    @pytest.mark.asyncio
+    async def test_missing_engine_is_a_clear_error(self, case: EngineCase, jobs: Jobs) -> None:
+        missing = case.missing_engine()
+        reason = missing.check_available()
+        assert reason, "check_available must say why the engine cannot run"
+        with pytest.raises(JobStartError) as failure:
+            await jobs.start(case.printing("never"), engine=missing)
+        assert failure.value.reason
+
+    @pytest.mark.asyncio
+    async def test_job_runs_and_its_output_is_logged_with_its_id(
+        self, case: EngineCase, jobs: Jobs, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        pipeline = case.printing("hello-conformance")
+        job = await jobs.start(pipeline)
+        assert isinstance(job, RunningJob)
+        assert job.pid > 0
+        async with asyncio.timeout(START_TIMEOUT_S):
+            exit = await job.wait()
+        assert exit.outcome is Outcome.SUCCEEDED, exit.describe()
+        assert exit.code == 0
+        assert any("hello-conformance" in line for line in exit.tail)
+        job_id = f"conformance/{pipeline.name}"
+        lines = [r for r in caplog.records if getattr(r, "pipeline_id", None) == job_id]
+        assert any("hello-conformance" in r.getMessage() for r in lines)
+        assert all(getattr(r, "node_id", None) == "node-1" for r in lines)
+
+    @pytest.mark.asyncio
+    async def test_stop_ends_a_running_job_and_reaps_it(
+        self, case: EngineCase, jobs: Jobs, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        pipeline = case.long_running("tick-tock")
+        job = await jobs.start(pipeline)
+        await wait_for_output(caplog, f"conformance/{pipeline.name}", "tick-tock")
+        assert group_alive(job.pid)
+        exit = await job.stop(case.stop_grace_s)
+        assert exit.outcome in (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.KILLED)
+        assert not group_alive(job.pid)
+        assert await job.wait() == exit  # the exit is remembered
+        assert await job.stop(1.0) == exit  # stopping again changes nothing
+
+    @pytest.mark.asyncio
+    async def test_stop_kills_a_job_that_ignores_sigterm(
+        self, case: EngineCase, jobs: Jobs, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        pipeline = case.ignoring_sigterm()
+        if pipeline is None:
+            pytest.skip(f"{case.name} cannot express a job that ignores SIGTERM")
+        job = await jobs.start(pipeline)
+        await wait_for_output(caplog, f"conformance/{pipeline.name}", "ignoring SIGTERM")
+        began = time.monotonic()
+        exit = await job.stop(0.5)
+        took = time.monotonic() - began
+        assert exit.outcome is Outcome.KILLED, exit.describe()
+        assert exit.signal == signal.SIGKILL
+        assert 0.5 <= took < 3.0
+        assert not group_alive(job.pid)
+
+    @pytest.mark.asyncio
+    async def test_crash_is_failed_with_code_and_tail(self, case: EngineCase, jobs: Jobs) -> None:
+        exit = await jobs.run(case.crashing(3, "it-broke"))
+        assert exit.outcome is Outcome.FAILED, exit.describe()
+        assert exit.code == 3
+        assert any("it-broke" in line for line in exit.tail)
+        assert "exit code 3" in exit.describe()
+
+    @pytest.mark.asyncio
+    async def test_bad_arguments_fail_clearly(self, case: EngineCase, jobs: Jobs) -> None:
+        pipeline, mentions = case.bad_arguments()
+        exit = await jobs.run(pipeline)
+        assert exit.outcome in (Outcome.START_FAILED, Outcome.FAILED), exit.describe()
+        assert mentions in exit.describe()
+
+    @pytest.mark.asyncio
+    async def test_unknown_component_fails_clearly(self, case: EngineCase, jobs: Jobs) -> None:
+        pipeline, mentions = case.unknown_component()
+        exit = await jobs.run(pipeline)
+        assert exit.outcome in (Outcome.START_FAILED, Outcome.FAILED), exit.describe()
+        assert mentions in exit.describe()
+
+    @pytest.mark.asyncio
+    async def test_stats_arrive_while_running(
+        self, case: EngineCase, jobs: Jobs, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        if not case.reports_stats:
+            pytest.skip(f"{case.name} reports no statistics of its own")
+        job = await jobs.start(case.long_running("stats"))
+        await until(lambda: job.stats() is not None)
+        stats = job.stats()
+        assert stats is not None
+        assert stats.values
+        await job.stop(case.stop_grace_s)
