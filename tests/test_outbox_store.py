@@ -319,3 +319,26 @@ def test_only_one_index_on_the_hot_table(store: OutboxStore) -> None:
     assert "outbox_send" in str(plan)
     assert "TEMP B-TREE" not in str(plan)
     assert isinstance(sqlite3.sqlite_version, str)
+
+
+def test_sequence_numbering_survives_sending_trimming_and_reopening(tmp_path: Path) -> None:
+    from node.outbox.policy import OutboundItem
+    from node.outbox.store import OutboxStore
+
+    import time
+
+    now = time.time_ns() // 1_000_000
+    path = tmp_path / "seq.db"
+    with OutboxStore(path) as store:
+        ids = store.enqueue(
+            [
+                OutboundItem("t/a", b"x", TrafficClass.DATA, now, stream="t/a", sequence=n)
+                for n in (1, 2, 3)
+            ]
+            + [OutboundItem("t/b", b"y", TrafficClass.DATA, now, stream="t/b", sequence=7)]
+        )
+        store.mark_in_flight([i for i in ids if isinstance(i, int)])
+        store.ack([i for i in ids if isinstance(i, int)])
+        assert store.items() == []
+    with OutboxStore(path) as store:
+        assert store.last_sequences() == {"t/a": 3, "t/b": 7}

@@ -85,6 +85,9 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE TABLE IF NOT EXISTS inbox_seen (
     n INTEGER PRIMARY KEY, message_id TEXT NOT NULL UNIQUE, seen_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS stream_seq (
+    stream TEXT PRIMARY KEY, last_sequence INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inbox_stream (
     source TEXT NOT NULL, stream TEXT NOT NULL, floor INTEGER NOT NULL,
     PRIMARY KEY (source, stream)

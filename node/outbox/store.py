@@ -256,6 +256,7 @@ class OutboxStore:
                         " expires_ms, stream, sequence, ckey) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         rows,
                     )
+                    self._save_sequences(db, rows)
                     self._count(plan.counts)
             except OutboxFullError as exc:
                 log.warning("outbox: refused %d item(s): %s", len(items), exc)
@@ -266,6 +267,26 @@ class OutboxStore:
             if plan.evicted:
                 log.info("outbox: evicted %d queued item(s) to make room", len(plan.evicted))
             return results
+
+    @staticmethod
+    def _save_sequences(db: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
+        """The highest sequence stored per stream, in the transaction that stores it: a
+        sender's numbering must never go back, even after its items were sent and trimmed."""
+        highest: dict[str, int] = {}
+        for row in rows:
+            stream, sequence = row[8], row[9]
+            if sequence > 0 and sequence > highest.get(stream, 0):
+                highest[stream] = sequence
+        if highest:
+            db.executemany(
+                "INSERT INTO stream_seq (stream, last_sequence) VALUES (?, ?) ON CONFLICT(stream)"
+                " DO UPDATE SET last_sequence = max(last_sequence, excluded.last_sequence)",
+                list(highest.items()),
+            )
+
+    def last_sequences(self) -> dict[str, int]:
+        """The highest sequence number ever stored per stream (to continue numbering)."""
+        return dict(self._db.execute("SELECT stream, last_sequence FROM stream_seq").fetchall())
 
     def _priorities(self, cls: TrafficClass, *, ascending: bool = False) -> list[int]:
         """The distinct priorities of queued items of a class, by skipping through the index."""
