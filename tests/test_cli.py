@@ -230,3 +230,25 @@ def test_bad_broker_url_is_input_error() -> None:
     r = ion("list", broker="http://example")
     assert r.returncode == 2
     assert "scheme must be mqtt:// or mqtts://" in r.stderr
+
+
+@pytest.mark.integration
+def test_refusing_broker_gives_one_clear_line(broker_factory: Any, tmp_path: Path) -> None:
+    from broker.settings import BrokerSettings
+
+    passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    pwfile = tmp_path / "passwd"
+    subprocess.run([passwd, "-b", "-c", str(pwfile), "alice", "right"], check=True, timeout=30)
+    broker = broker_factory(settings=BrokerSettings(allow_anonymous=False, password_file=pwfile))
+    wrong = tmp_path / "wrong"
+    wrong.write_text("wrong\n")
+    for args in (["--username", "alice", "--password-file", str(wrong)], []):
+        r = ion("list", *args, broker=broker.url)
+        assert r.returncode == 1, r.stderr
+        assert "Traceback" not in r.stderr
+        assert r.stderr.startswith(f"error: broker at {broker.url} refused the connection: ")
+        assert len(r.stderr.strip().splitlines()) == 1
+    right = tmp_path / "right"
+    right.write_text("right\n")
+    ok = ion("list", "--username", "alice", "--password-file", str(right), broker=broker.url)
+    assert ok.returncode == 0, ok.stderr
