@@ -322,10 +322,10 @@ def test_only_one_index_on_the_hot_table(store: OutboxStore) -> None:
 
 
 def test_sequence_numbering_survives_sending_trimming_and_reopening(tmp_path: Path) -> None:
+    import time
+
     from node.outbox.policy import OutboundItem
     from node.outbox.store import OutboxStore
-
-    import time
 
     now = time.time_ns() // 1_000_000
     path = tmp_path / "seq.db"
