@@ -231,6 +231,70 @@ def _arg(
 
 
 _BUILTIN: tuple[ComponentSpec, ...] = (
+    # -- general-purpose python components (node/runner/builtin.py) ---------------------------
+    ComponentSpec(
+        "counter_source",
+        ("python",),
+        outputs={"out": D},
+        args={
+            "count": _arg("int", "how many numbers (required in batch mode; default: endless)"),
+            "start": _arg("int", "first number", 0),
+            "step": _arg("int", "difference between numbers", 1),
+            "rate": _arg("float", "numbers per second; 0 is as fast as possible", 0.0),
+        },
+        description="Emits start, start+step, ... (tests, demos, load).",
+    ),
+    ComponentSpec(
+        "scale",
+        ("python",),
+        inputs={"in": D},
+        outputs={"out": D},
+        args={
+            "factor": _arg("float", "multiplier", 1.0),
+            "offset": _arg("float", "added after multiplying", 0.0),
+        },
+        description="Maps each number x to x * factor + offset.",
+    ),
+    ComponentSpec(
+        "sleep",
+        ("python",),
+        inputs={"in": D},
+        outputs={"out": D},
+        args={"seconds": _arg("float", "how long to wait", required=True)},
+        description="Waits, then passes its input on (tests of slow stages and stopping).",
+        optional_inputs=frozenset({"in"}),
+    ),
+    ComponentSpec(
+        "fail",
+        ("python",),
+        inputs={"in": D},
+        outputs={"out": D},
+        args={
+            "code": _arg("int", "exit status (1-255)", 1),
+            "message": _arg("str", "the error printed", "failing on purpose"),
+            "delay_s": _arg("float", "seconds before failing", 0.0),
+            "after_items": _arg("int", "fail after passing on this many items", 0),
+        },
+        description="Fails on purpose (crash-loop and error-report tests).",
+        optional_inputs=frozenset({"in"}),
+    ),
+    ComponentSpec(
+        "log_sink",
+        ("python",),
+        inputs={"in": D},
+        args={
+            "every": _arg("int", "print every n-th item", 1),
+            "prefix": _arg("str", "text before each printed item", ""),
+        },
+        description="Prints items to the pipeline's log.",
+    ),
+    ComponentSpec(
+        "jsonl_sink",
+        ("python",),
+        inputs={"in": D},
+        args={"path": _arg("str", "file inside the work dir (default: <component>.jsonl)")},
+        description="Appends items as JSON lines to a file in the pipeline's work dir.",
+    ),
     # -- sources -----------------------------------------------------------------------------
     ComponentSpec(
         "csv_source",

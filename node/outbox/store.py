@@ -116,6 +116,10 @@ class OutboxStore:
             self._db.close()
             raise OutboxUnavailableError(f"cannot open outbox {path}: {exc}") from exc
 
+    @property
+    def config(self) -> OutboxConfig:
+        return self._config
+
     def close(self) -> None:
         with self._lock:
             if self._unsaved:
