@@ -329,3 +329,15 @@ def filters_overlap(a: str, b: str) -> bool:
         if x != y and "+" not in (x, y):
             return False
     return True
+
+
+_RETAINED_KINDS = frozenset({TopicKind.DEFINITION, TopicKind.NODE_STATUS, TopicKind.MODEL_MANIFEST})
+
+
+def is_retained(topic: Topic) -> bool:
+    """Whether messages on ``topic`` are published retained (the latest state of something).
+
+    A relay needs this: MQTT clears the retain flag on live deliveries, so a forwarded
+    message's flag must come from what the topic is, not from how it arrived.
+    """
+    return topic.kind in _RETAINED_KINDS

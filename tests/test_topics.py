@@ -155,3 +155,11 @@ def test_filters() -> None:
 def test_filters_overlap(a: str, b: str, overlap: bool) -> None:
     assert topics.filters_overlap(a, b) is overlap
     assert topics.filters_overlap(b, a) is overlap
+
+
+def test_retained_topics() -> None:
+    assert topics.is_retained(topics.parse("ion/v1/ions/k/def"))
+    assert topics.is_retained(topics.parse("ion/v1/nodes/n/status"))
+    assert topics.is_retained(topics.parse("ion/v1/ions/k/edges/m/model/manifest"))
+    assert not topics.is_retained(topics.parse("ion/v1/ions/k/edges/e/data/n"))
+    assert not topics.is_retained(topics.parse("ion/v1/nodes/n/cmd"))

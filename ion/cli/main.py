@@ -323,6 +323,9 @@ def _register_optional_commands() -> None:
     from ion.cli.demo import demo
 
     cli.add_command(demo, name="demo")
+    from node.cli import node_group
+
+    cli.add_command(node_group, name="node")
 
 
 _register_optional_commands()

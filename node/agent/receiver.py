@@ -1,0 +1,165 @@
+"""Everything that arrives from the broker, made safe before the agent acts on it.
+
+For each MQTT message: parse the topic, decode the envelope, unpack a batch, drop duplicates
+by message id (a persisted window), and put sequenced messages back in order per
+(source, stream), asking the source to retransmit what is missing.  Anything malformed is
+counted, logged once per kind, and reported; it never reaches the agent's logic and never
+stops the loop.  Unsequenced envelopes (retained state such as definitions, manifests,
+status) skip the sequence tracking: only their newest value matters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ion import topics
+from ion.errors import DecodeError
+from ion.model.messages import Envelope, EnvelopeBatch
+from ion.topics import Topic, TopicError
+from ion.wire.codec import decode
+from node.inbox.dedup import DedupConfig, screen, trim_for
+from node.inbox.sequence import (
+    Deliver,
+    Duplicate,
+    GapFilled,
+    Lost,
+    RequestRetransmit,
+    SequenceConfig,
+    SequenceTracker,
+)
+from node.link.base import IncomingMessage
+from node.outbox.store import OutboxStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """A message ready for the agent: where it came in and what it is."""
+
+    topic: Topic
+    envelope: Envelope
+
+
+class Receiver:
+    def __init__(
+        self,
+        *,
+        store: OutboxStore,
+        node_id: str,
+        on_arrival: Callable[[Arrival], None],
+        on_retransmit_needed: Callable[[RequestRetransmit], None],
+        on_problem: Callable[[str, str], None],
+        clock: Callable[[], int],
+        dedup: DedupConfig | None = None,
+        sequence: SequenceConfig | None = None,
+    ) -> None:
+        self._store = store
+        self._node_id = node_id
+        self._on_arrival = on_arrival
+        self._on_retransmit_needed = on_retransmit_needed
+        self._on_problem = on_problem
+        self._clock = clock
+        self._dedup = dedup or DedupConfig()
+        self._tracker: SequenceTracker[Arrival] = SequenceTracker(
+            sequence or SequenceConfig(), floors=store.load_stream_floors()
+        )
+        self.counters: Counter[str] = Counter()
+        self._logged: set[str] = set()
+
+    # -- the hot path ----------------------------------------------------------------------------
+
+    def handle(self, msg: IncomingMessage) -> None:
+        try:
+            topic = topics.parse(msg.topic)
+        except TopicError as exc:
+            self._malformed("topic", str(exc))
+            return
+        if not msg.payload:
+            # A cleared retained message; ours are never empty (deletion is a tombstone).
+            self._malformed("empty", f"empty payload on {msg.topic}")
+            return
+        try:
+            env = decode(msg.payload)
+        except DecodeError as exc:
+            self._malformed("payload", f"{msg.topic}: {exc}")
+            return
+        self.counters["received"] += 1
+        envelopes = env.body.envelopes if isinstance(env.body, EnvelopeBatch) else (env,)
+        sequenced: list[Envelope] = []
+        for e in envelopes:
+            if e.sequence == 0:
+                self._on_arrival(Arrival(topic, e))
+            elif e.source_node == self._node_id and topic.kind is not topics.TopicKind.EDGE:
+                continue  # our own traffic echoed back by a wildcard subscription
+            else:
+                sequenced.append(e)
+        if sequenced:
+            self._sequenced(topic, sequenced)
+
+    def _sequenced(self, topic: Topic, envelopes: list[Envelope]) -> None:
+        ids = [e.message_id for e in envelopes]
+        screening = screen(ids, self._store.inbox_seen(ids))
+        self.counters["duplicate"] += len(screening.duplicates)
+        now = self._clock()
+        delivered: list[str] = []
+        for index in screening.fresh:
+            e = envelopes[index]
+            stream = e.stream or topic_string(topic)
+            actions = self._tracker.arrive(
+                e.source_node, stream, e.sequence, Arrival(topic, e), now
+            )
+            delivered.extend(self._act(actions))
+        if delivered:
+            # Remembered only once handled: a message held back for ordering and lost in a
+            # crash must not be refused as a duplicate when it is sent again.
+            self._store.inbox_remember(delivered, trim_for(self._dedup, now))
+
+    def _act(self, actions: Sequence[object]) -> list[str]:
+        delivered: list[str] = []
+        for action in actions:
+            match action:
+                case Deliver(message=arrival):
+                    assert isinstance(arrival, Arrival)
+                    self.counters["delivered"] += 1
+                    self._on_arrival(arrival)
+                    delivered.append(arrival.envelope.message_id)
+                case Duplicate():
+                    self.counters["duplicate"] += 1
+                case RequestRetransmit():
+                    self.counters["retransmit_requested"] += 1
+                    self._on_retransmit_needed(action)
+                case GapFilled():
+                    self.counters["gap_filled"] += 1
+                case Lost(source=source, stream=stream, from_sequence=a, to_sequence=b):
+                    self.counters["lost"] += b - a + 1
+                    self._on_problem(
+                        "delivery.lost",
+                        f"{b - a + 1} message(s) {a}..{b} of {stream} from {source} were lost: "
+                        f"{action.reason}",
+                    )
+        return delivered
+
+    # -- periodic ------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Retry retransmit requests, give up on old gaps, persist the stream floors."""
+        now = self._clock()
+        delivered = self._act(self._tracker.tick(now))
+        if delivered:
+            self._store.inbox_remember(delivered, trim_for(self._dedup, now))
+        self._store.save_stream_floors(self._tracker.floors())
+
+    def _malformed(self, kind: str, detail: str) -> None:
+        self.counters[f"malformed.{kind}"] += 1
+        if kind not in self._logged:  # once per kind: a flood must not flood the log
+            self._logged.add(kind)
+            log.warning("dropped a malformed message (%s): %s", kind, detail)
+            self._on_problem(f"message.malformed.{kind}", detail)
+
+
+def topic_string(topic: Topic) -> str:
+    return topics.format_topic(topic)

@@ -1,0 +1,169 @@
+"""The outbox pump: from the SQLite outbox to the broker, at least once, pipelined.
+
+Decide, then do I/O: the pure ``SendScheduler`` picks what goes next across traffic classes
+(weighted, live traffic interleaved with an outage's backlog); this loop marks those rows in
+flight, publishes them without awaiting one at a time (up to ``window`` unacknowledged), and
+deletes a row only after the broker's PUBACK.  A publish that fails because the link dropped
+puts its rows back in the queue.  Acks and releases are collected and written in one
+transaction per round, so the SQLite cost is per batch, not per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from ion.model.messages import new_message_id
+from ion.wire.batch import batch_payload
+from node.link.base import LinkDown, LinkState, MqttLink
+from node.outbox.policy import SendScheduler
+from node.outbox.records import StoredItem
+from node.outbox.store import OutboxStore
+
+log = logging.getLogger(__name__)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Sender:
+    def __init__(
+        self,
+        *,
+        store: OutboxStore,
+        link: MqttLink,
+        node_id: str,
+        window: int,
+        task_group: asyncio.TaskGroup,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self._store = store
+        self._link = link
+        self._node_id = node_id
+        self._window = window
+        self._tg = task_group
+        self._clock = clock
+        self._scheduler = SendScheduler(store.config)
+        self._wake = asyncio.Event()
+        self._in_flight = 0
+        self._acked: list[int] = []
+        self._released: list[int] = []
+        self._connects = -1
+        self.published = 0  # MQTT messages acknowledged
+        self.items_acked = 0  # outbox items acknowledged (a batch holds many)
+
+    def wake(self) -> None:
+        """Something changed (new items, a finished publish, a link state): look again."""
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def idle(self) -> bool:
+        return self._in_flight == 0 and not self._acked and not self._released
+
+    async def run(self) -> None:
+        while True:
+            self._flush_results()
+            if self._link.state is not LinkState.CONNECTED:
+                await self._wait_for_link()
+                continue
+            connects = self._link.status.connects
+            if connects != self._connects:
+                # The link (re)connected: what is queued now is backlog, what comes next live.
+                self._connects = connects
+                self._scheduler.link_up(self._store.newest_id())
+            free = self._window - self._in_flight
+            sent = self._send_round(free) if free > 0 else 0
+            if sent == 0:
+                self._wake.clear()
+                if not (self._acked or self._released):
+                    await self._wait(1.0)
+            else:
+                await asyncio.sleep(0)  # let acknowledgements in before the next round
+
+    def _send_round(self, free: int) -> int:
+        limit = self._scheduler.candidate_limit(free)
+        queues = self._store.candidates(self._scheduler.live_after_id, limit)
+        if not queues:
+            return 0
+        now = self._clock()
+        plan = self._scheduler.next_sends(queues, free, now)
+        if plan.expired:
+            self._store.expire(list(plan.expired))
+        if not plan.sends:
+            return 0
+        items = {
+            it.id: it for it in self._store.mark_in_flight([i for s in plan.sends for i in s.ids])
+        }
+        count = 0
+        for send in plan.sends:
+            batch = [items[i] for i in send.ids if i in items]
+            if not batch:
+                continue
+            payload = self._payload(batch, now)
+            self._in_flight += 1
+            count += 1
+            self._tg.create_task(
+                self._publish(send.topic, payload, [it.id for it in batch]),
+                name=f"publish {send.topic}",
+            )
+        return count
+
+    def _payload(self, batch: list[StoredItem], now: int) -> bytes:
+        if len(batch) == 1:
+            return batch[0].payload
+        return batch_payload(
+            [it.payload for it in batch],
+            message_id=new_message_id(),
+            source_node=self._node_id,
+            now_ms=now,
+        )
+
+    async def _publish(self, topic: str, payload: bytes, ids: list[int]) -> None:
+        try:
+            await self._link.publish(topic, payload, qos=1)
+        except LinkDown:
+            self._released.extend(ids)
+        except Exception:
+            # A refusal (ACL, oversized): keep the rows and let the link's state say why.
+            log.exception("publish to %s failed; the items stay queued", topic)
+            self._released.extend(ids)
+        else:
+            self._acked.extend(ids)
+            self.published += 1
+            self.items_acked += len(ids)
+        finally:
+            self._in_flight -= 1
+            self._wake.set()
+
+    def _flush_results(self) -> None:
+        if self._acked:
+            acked, self._acked = self._acked, []
+            self._store.ack(acked)
+        if self._released:
+            released, self._released = self._released, []
+            self._store.release(released)
+
+    async def _wait_for_link(self) -> None:
+        self._wake.clear()
+        if self._link.state in (LinkState.FAILED, LinkState.CLOSED):
+            await self._wait(1.0)
+            return
+        waiter = asyncio.ensure_future(self._link.wait_connected())
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({waiter, woken}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in (waiter, woken):
+                fut.cancel()
+            await asyncio.gather(waiter, woken, return_exceptions=True)
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)

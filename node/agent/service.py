@@ -1,0 +1,550 @@
+"""The node agent: one asyncio process per machine.
+
+``async with Agent(config) as agent`` opens the outbox, connects (the link keeps reconnecting
+by itself), and starts the agent's named tasks in one TaskGroup; it is ready when entry
+returns.  What it does:
+
+- holds the newest ION definitions (refusing stale ones), works out which pipelines this node
+  runs, subscribes to the edges they consume, and starts, restarts and stops them;
+- stores everything it sends in the outbox first (group commit) and pumps it to the broker;
+- takes what arrives through the receiver (decode, dedup, order, gap repair) and hands edge
+  traffic to local consumers;
+- answers retransmit requests from its retention, runs operator commands, and publishes a
+  retained status every heartbeat (its last will marks it offline).
+
+Cancellation is the only stop signal; ``drain`` is the polite way down (stop taking work,
+flush the outbox for a bounded time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Self
+
+from ion import __version__, topics
+from ion.errors import InputError, UnavailableError
+from ion.model.definition import IonDefinition, IonDeleted, Pipeline
+from ion.model.messages import (
+    Command,
+    CommandResult,
+    Event,
+    LinkStatus,
+    NodeState,
+    NodeStatus,
+    Ping,
+    RestartPipeline,
+    RetransmitRequest,
+    RunPipeline,
+    Severity,
+    new_envelope,
+)
+from ion.topics import Channel, TopicKind
+from ion.wire.codec import encode
+from node.config import NodeConfig
+from node.engines.base import Engine
+from node.inbox.sequence import RequestRetransmit
+from node.link.base import (
+    LinkOptions,
+    LinkRefusedError,
+    LinkState,
+    MqttLink,
+    OutgoingMessage,
+    Will,
+)
+from node.outbox.classes import TrafficClass
+from node.outbox.policy import OutboundItem, Rejected
+from node.outbox.store import OutboxStore
+from node.pipelines.lifecycle import StateReport
+from node.reconcile import DefinitionBook, NodePlan, PipelineKey, plan_node
+
+from .envelopes import Sequencer, sequenced, traffic_class_of
+from .pipelines import PipelineSupervisor
+from .receiver import Arrival, Receiver
+from .sender import Sender
+from .status import ResourceSampler, build_status, pipeline_statuses, queue_statuses
+
+log = logging.getLogger(__name__)
+
+LinkFactory = Callable[..., MqttLink]
+_COMPACTED = {TrafficClass.STATS, TrafficClass.HEALTH}
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def default_link_factory(**kwargs: Any) -> MqttLink:
+    from node.link.aiomqtt_link import AiomqttLink
+
+    return AiomqttLink(**kwargs)
+
+
+def default_engines() -> dict[str, Engine]:
+    from node.engines.python_engine import PythonEngine
+
+    return {"python": PythonEngine()}
+
+
+class Agent:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        link_factory: LinkFactory = default_link_factory,
+        engines: Mapping[str, Engine] | None = None,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self._link_factory = link_factory
+        self._engines = dict(engines) if engines is not None else default_engines()
+        self._clock = clock
+        self._book = DefinitionBook()
+        self._plan: NodePlan | None = None
+        self._subscribed: frozenset[str] = frozenset()
+        self._pending_bodies: list[tuple[str, object, str, str, asyncio.Future[None]]] = []
+        self._commit_wake = asyncio.Event()
+        self._consumers: list[tuple[Callable[[Arrival], bool], asyncio.Queue[Arrival]]] = []
+        self._since: dict[PipelineKey, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._draining = False
+        self._state = NodeState.ONLINE
+        self._error = ""
+        self._ready = False
+        self.failed = asyncio.Event()  # set when the node cannot work (e.g. refused login)
+        self.started_ms = 0
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        cfg = self.config
+        self.started_ms = self._clock()
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        self._stack = stack
+        try:
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            self._store = stack.enter_context(OutboxStore(cfg.data_dir / "agent.db", cfg.outbox))
+            self._store.requeue_in_flight()
+            self._sequencer = Sequencer(self._store.last_sequences())
+            self._sampler = ResourceSampler(cfg.data_dir)
+            status_topic = topics.node_status(self.node_id)
+            offline = self._status_payload(NodeState.OFFLINE)
+            self._link = self._link_factory(
+                broker=cfg.broker,
+                client_id=f"ion-node-{self.node_id}",
+                will=Will(status_topic, offline),
+                subscriptions=[(f, 1) for f in sorted(self._wanted_subscriptions())],
+                on_connect_publish=[OutgoingMessage(status_topic, self._status_payload())],
+                options=LinkOptions(persistent_session=True, inflight_window=cfg.publish_window),
+            )
+            self._subscribed = self._wanted_subscriptions()
+            await stack.enter_async_context(self._link)
+            self._tg = await stack.enter_async_context(asyncio.TaskGroup())
+            self._sender = Sender(
+                store=self._store,
+                link=self._link,
+                node_id=self.node_id,
+                window=cfg.publish_window,
+                task_group=self._tg,
+                clock=self._clock,
+            )
+            self._receiver = Receiver(
+                store=self._store,
+                node_id=self.node_id,
+                on_arrival=self._on_arrival,
+                on_retransmit_needed=self._request_retransmit,
+                on_problem=self._problem,
+                clock=self._clock,
+            )
+            self._pipelines = PipelineSupervisor(
+                node_id=self.node_id,
+                work_root=cfg.data_dir / "work",
+                engines=self._engines,
+                task_group=self._tg,
+                on_report=self._on_pipeline_report,
+            )
+            for name, coro in (
+                ("sender", self._sender.run()),
+                ("receiver", self._receive()),
+                ("committer", self._commit_loop()),
+                ("heartbeat", self._heartbeat()),
+                ("timers", self._pipelines.run_timers()),
+                ("ticker", self._tick()),
+            ):
+                self._tasks.append(self._tg.create_task(coro, name=f"{self.node_id}: {name}"))
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            raise
+        self._ready = True
+        log.info("node %s started (data in %s)", self.node_id, cfg.data_dir)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await asyncio.shield(self._pipelines.stop_all())
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await self._stack.__aexit__(exc_type, exc, tb)
+            log.info("node %s stopped", self.node_id)
+
+    async def drain(self, timeout_s: float | None = None) -> bool:
+        """Stop taking work and flush the outbox; True when everything queued was sent."""
+        self._draining = True
+        self._state = NodeState.DRAINING
+        await self._pipelines.stop_all()
+        await self._commit_now()
+        self._publish_status_soon()
+        limit = self.config.drain_timeout_ms / 1000 if timeout_s is None else timeout_s
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if self.queued() == 0 and self._sender.idle():
+                return True
+            self._sender.wake()
+            await asyncio.sleep(0.05)
+        log.warning("drain: %d item(s) still queued after %.1fs", self.queued(), limit)
+        return False
+
+    # -- the application side ------------------------------------------------------------------
+
+    async def publish(
+        self, topic: str, body: object, *, ion: str = "", correlation_id: str = ""
+    ) -> None:
+        """Store ``body`` for ``topic`` in the outbox; returns once it is durable.
+
+        Raises ``UnavailableError`` when the outbox refuses it (full, or the agent is
+        draining): the caller may try again later.
+        """
+        if self._draining:
+            raise UnavailableError(f"node {self.node_id} is draining")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending_bodies.append((topic, body, ion, correlation_id, fut))
+        self._commit_wake.set()
+        await fut
+
+    async def emit(self, ion: str, edge: str, body: object) -> None:
+        """Send ``body`` along the ION edge ``edge`` (from a pipeline on this node)."""
+        definition = self._book.active().get(ion)
+        e = definition.edge(edge) if definition else None
+        if e is None:
+            raise InputError(f"no edge {edge!r} in ION {ion!r} on node {self.node_id}")
+        channel = Channel(e.kind.value)
+        await self.publish(topics.edge(ion, edge, channel, self.node_id), body, ion=ion)
+
+    def consume(self, match: Callable[[Arrival], bool]) -> AsyncIterator[Arrival]:
+        """What arrives (deduplicated, in order per source) and satisfies ``match``."""
+        queue: asyncio.Queue[Arrival] = asyncio.Queue()
+        entry = (match, queue)
+        self._consumers.append(entry)
+
+        async def iterate() -> AsyncIterator[Arrival]:
+            try:
+                while True:
+                    yield await queue.get()
+            finally:
+                self._consumers.remove(entry)
+
+        return iterate()
+
+    def queued(self) -> int:
+        return sum(c.items for c in self._store.stats().classes.values())
+
+    @property
+    def link(self) -> MqttLink:
+        return self._link
+
+    @property
+    def receiver(self) -> Receiver:
+        return self._receiver
+
+    @property
+    def sender(self) -> Sender:
+        return self._sender
+
+    def pipelines(self) -> dict[PipelineKey, tuple[Pipeline | None, StateReport]]:
+        return self._pipelines.reports()
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        try:
+            await self._receive_messages()
+        except LinkRefusedError as exc:
+            # Fatal: retrying the same credentials or certificate fails the same way.
+            self._fail(str(exc))
+
+    def _fail(self, reason: str) -> None:
+        if not self._error:
+            log.error("node %s cannot work: %s", self.node_id, reason)
+        self._error = reason
+        self._state = NodeState.FAILED
+        self.failed.set()
+
+    async def _receive_messages(self) -> None:
+        async for msg in self._link.messages():
+            self._receiver.handle(msg)
+            # Backpressure: a consumer that falls behind slows reading, which the link turns
+            # into TCP backpressure instead of memory growth.
+            while any(q.qsize() > 10_000 for _, q in self._consumers):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)  # a consumer drains its own queue; poll it briefly
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._commit_wake.wait()
+            self._commit_wake.clear()
+            await self._commit_now()
+            await asyncio.sleep(0)  # let more requests gather into the next transaction
+
+    async def _commit_now(self) -> None:
+        batch, self._pending_bodies = self._pending_bodies, []
+        if not batch:
+            return
+        now = self._clock()
+        items = []
+        for topic, body, ion, corr, _ in batch:
+            seq = self._sequencer.next(topic)
+            _, payload = sequenced(
+                body,
+                source_node=self.node_id,
+                ion=ion,
+                stream=topic,
+                sequence=seq,
+                now_ms=now,
+                correlation_id=corr,
+            )
+            cls = traffic_class_of(body)
+            items.append(
+                OutboundItem(
+                    topic,
+                    payload,
+                    cls,
+                    now,
+                    stream=topic,
+                    sequence=seq,
+                    compaction_key=topic if cls in _COMPACTED else None,
+                )
+            )
+        try:
+            results = self._store.enqueue(items)
+        except Exception as exc:  # the store failing must not leave callers hanging
+            for *_, fut in batch:
+                if not fut.done():
+                    fut.set_exception(UnavailableError(f"outbox unavailable: {exc}"))
+            raise
+        for result, (*_, fut) in zip(results, batch, strict=True):
+            if fut.done():
+                continue
+            if isinstance(result, Rejected):
+                fut.set_exception(
+                    UnavailableError(f"outbox refused the message: {result.reason.value}")
+                )
+            else:
+                fut.set_result(None)
+        self._sender.wake()
+
+    async def _heartbeat(self) -> None:
+        interval = self.config.heartbeat_interval_ms / 1000
+        while True:
+            self._publish_status_soon()
+            await asyncio.sleep(interval)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self._receiver.tick()
+            if self._link.state is LinkState.FAILED:
+                self._fail(self._link.status.reason)
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self, state: NodeState | None = None) -> NodeStatus:
+        """This node's status now (before start-up completes: identity and state only)."""
+        if not self._ready:
+            return build_status(
+                self.config, state=state or self._state, version=__version__,
+                started_ms=self.started_ms,
+            )  # fmt: skip
+        link = self._link.status
+        return build_status(
+            self.config,
+            state=state or self._state,
+            version=__version__,
+            started_ms=self.started_ms,
+            pipelines=pipeline_statuses(self._pipelines.reports(), self._since),
+            queues=queue_statuses(self._store.stats()),
+            resources=self._sampler.sample(),
+            links=[
+                LinkStatus(
+                    name="broker",
+                    url=self.config.broker.url,
+                    connected=link.state is LinkState.CONNECTED,
+                    error=link.reason,
+                )
+            ],
+            ions={n: d.version for n, d in self._book.active().items()},
+            counters=dict(self._receiver.counters),
+            error=self._error,
+        )
+
+    def _status_payload(self, state: NodeState | None = None) -> bytes:
+        env = new_envelope(self.status(state), source_node=self.node_id, now_ms=self._clock())
+        return encode(env)
+
+    def _publish_status_soon(self) -> None:
+        payload = self._status_payload()
+        topic = topics.node_status(self.node_id)
+        self._link.set_on_connect_publish([OutgoingMessage(topic, payload)])
+        if self._link.state is LinkState.CONNECTED:
+            self._tg.create_task(self._publish_quietly(topic, payload, retain=True), name="status")
+
+    async def _publish_quietly(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        with contextlib.suppress(UnavailableError):
+            await self._link.publish(topic, payload, qos=1, retain=retain)
+
+    # -- what arrives ---------------------------------------------------------------------------
+
+    def _on_arrival(self, arrival: Arrival) -> None:
+        topic, env = arrival.topic, arrival.envelope
+        body = env.body
+        kind = topic.kind
+        if kind is TopicKind.DEFINITION:
+            if isinstance(body, IonDefinition | IonDeleted) and body.name == topic.ion:
+                self._on_definition(body)
+            else:
+                self._problem("message.unexpected", f"{type(body).__name__} on {topic}")
+        elif kind in (TopicKind.NODE_COMMAND, TopicKind.ION_COMMAND):
+            if isinstance(body, Command):
+                self._on_command(body, env.source_node)
+        elif kind is TopicKind.NODE_RETRANSMIT:
+            if isinstance(body, RetransmitRequest):
+                self._tg.create_task(self._retransmit(body), name="retransmit")
+        elif kind in (TopicKind.EDGE, TopicKind.MODEL_MANIFEST, TopicKind.MODEL_CHUNKS):
+            if topic.channel is Channel.TRIGGER and self._plan is not None:
+                self._on_trigger(topic.ion, topic.edge)
+            for match, queue in self._consumers:
+                if match(arrival):
+                    queue.put_nowait(arrival)
+
+    def _on_definition(self, item: IonDefinition | IonDeleted) -> None:
+        offer = self._book.offer(item)
+        if not offer.accepted:
+            if offer.reason != "duplicate":
+                self._problem("ion.refused", f"ION {item.name!r}: {offer.reason}")
+            return
+        log.info("ION %s: %s", item.name, offer.reason)
+        self._replan()
+
+    def _wanted_subscriptions(self) -> frozenset[str]:
+        from node.reconcile import base_subscriptions
+
+        if self._plan is None:
+            return base_subscriptions(self.node_id)
+        return self._plan.subscriptions
+
+    def _replan(self) -> None:
+        self._plan = plan_node(self._book.active(), self.config.identity)
+        wanted = self._plan.subscriptions
+        for f in sorted(wanted - self._subscribed):
+            self._tg.create_task(self._link.subscribe(f, 1), name=f"subscribe {f}")
+        for f in sorted(self._subscribed - wanted):
+            self._tg.create_task(self._link.unsubscribe(f), name=f"unsubscribe {f}")
+        self._subscribed = wanted
+        versions = self._plan.ion_versions
+        self._pipelines.apply({k: (p, versions[k[0]]) for k, p in self._plan.pipelines.items()})
+        self._publish_status_soon()
+
+    def _on_trigger(self, ion: str, edge_name: str) -> None:
+        definition = self._book.active().get(ion)
+        edge = definition.edge(edge_name) if definition else None
+        if edge is None:
+            return
+        for target in edge.targets:
+            if self._pipelines.trigger((ion, target.pipeline)):
+                log.info("trigger %s/%s started %s", ion, edge_name, target.pipeline)
+
+    def _on_command(self, cmd: Command, issuer: str) -> None:
+        now = self._clock()
+        ok, message = True, "ok"
+        if cmd.expired(now):
+            ok, message = False, "expired"
+        else:
+            match cmd.action:
+                case Ping():
+                    message = "pong"
+                case RestartPipeline(ref=ref):
+                    ok = self._pipelines.restart((ref.ion, ref.pipeline))
+                    message = "restarting" if ok else f"{ref.ion}/{ref.pipeline} is not here"
+                case RunPipeline(ref=ref):
+                    ok = self._pipelines.trigger((ref.ion, ref.pipeline))
+                    message = "started" if ok else f"{ref.ion}/{ref.pipeline} is not here"
+                case _:
+                    ok, message = False, f"{type(cmd.action).__name__} is not supported here yet"
+        log.info("command %s from %s: %s", cmd.command_id, issuer, message)
+        result = CommandResult(
+            command_id=cmd.command_id, node_id=self.node_id, ok=ok, message=message
+        )
+        topic = topics.node_topic(self.node_id, TopicKind.NODE_RESULTS)
+        self._tg.create_task(self._publish_safely(topic, result, cmd.command_id), name="result")
+
+    async def _publish_safely(self, topic: str, body: object, correlation_id: str = "") -> None:
+        try:
+            await self.publish(topic, body, correlation_id=correlation_id)
+        except UnavailableError as exc:
+            log.warning("could not queue a message for %s: %s", topic, exc)
+
+    def _request_retransmit(self, gap: RequestRetransmit) -> None:
+        try:
+            topic = topics.node_topic(gap.source, TopicKind.NODE_RETRANSMIT)
+        except topics.TopicError:
+            return
+        req = RetransmitRequest(
+            stream=gap.stream,
+            from_sequence=gap.from_sequence,
+            to_sequence=gap.to_sequence,
+            requester=self.node_id,
+        )
+        self._tg.create_task(self._publish_safely(topic, req), name="retransmit request")
+
+    async def _retransmit(self, req: RetransmitRequest) -> None:
+        items = self._store.retained(req.stream, req.from_sequence, req.to_sequence)
+        log.info(
+            "retransmitting %d of %d..%d on %s for %s",
+            len(items),
+            req.from_sequence,
+            req.to_sequence,
+            req.stream,
+            req.requester,
+        )
+        for item in items:
+            try:
+                await self._link.publish(item.topic, item.payload, qos=1)
+            except UnavailableError:
+                return  # the requester asks again
+
+    def _problem(self, kind: str, detail: str) -> None:
+        event = Event(type=kind, severity=Severity.WARNING, subject=self.node_id, message=detail)
+        topic = topics.node_topic(self.node_id, TopicKind.NODE_EVENTS)
+        if self._ready:
+            self._tg.create_task(self._publish_safely(topic, event), name="problem event")
+
+    def _on_pipeline_report(
+        self, key: PipelineKey, spec: Pipeline | None, report: StateReport
+    ) -> None:
+        self._since[key] = self._clock()
+        detail = (
+            f" ({report.detail})" if report.detail and report.detail != report.state.value else ""
+        )
+        log.info("pipeline %s/%s: %s%s", key[0], key[1], report.state.value, detail)
+        self._publish_status_soon()

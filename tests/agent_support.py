@@ -1,0 +1,97 @@
+"""Helpers for agent tests: configs, IONs built in code, applying them over MQTT."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ion.client import definitions
+from ion.client.session import connect
+from ion.config.broker import parse_broker_url
+from ion.model.definition import (
+    Component,
+    Edge,
+    EdgeKind,
+    Endpoint,
+    IonDefinition,
+    Pipeline,
+    PipelineMode,
+    PipelineRole,
+    Placement,
+    PortBinding,
+)
+from node.config import NodeConfig, config_from_mapping
+
+
+def node_config(
+    node_id: str, url: str, data_dir: Path, labels: Mapping[str, str] | None = None, **extra: Any
+) -> NodeConfig:
+    return config_from_mapping(
+        {
+            "node": {"id": node_id, "labels": dict(labels or {})},
+            "broker": {"url": url},
+            "data_dir": str(data_dir / node_id),
+            "heartbeat_interval": "1s",
+            **extra,
+        }
+    )
+
+
+def ticker(name: str, nodes: tuple[str, ...], rate: float = 1.0) -> Pipeline:
+    """A small streaming pipeline that really runs (counter -> log) on ``nodes``."""
+    return Pipeline(
+        name=name,
+        engine="python",
+        role=PipelineRole.OTHER,
+        mode=PipelineMode.STREAMING,
+        placement=Placement(nodes=nodes),
+        components=(
+            Component("src", "counter_source", {"rate": rate}),
+            Component("sink", "log_sink", {"every": 100}, (PortBinding("in", "src", "out"),)),
+        ),
+    )
+
+
+def two_node_ion(name: str, source: str, target: str) -> IonDefinition:
+    """``producer`` on ``source`` sends data along edge ``feed`` to ``consumer`` on ``target``."""
+    return IonDefinition(
+        name=name,
+        pipelines=(ticker("producer", (source,)), ticker("consumer", (target,))),
+        edges=(
+            Edge(
+                "feed",
+                EdgeKind.DATA,
+                Endpoint("producer", "src", "out"),
+                (Endpoint("consumer", "sink", "in"),),
+            ),
+        ),
+    )
+
+
+def apply_sync(url: str, definition: IonDefinition) -> IonDefinition:
+    with connect(parse_broker_url(url)) as session:
+        plan = definitions.plan_apply(
+            definition,
+            definitions.fetch(session, definition.name),
+            now_ms=time.time_ns() // 1_000_000,
+            operator="test",
+        )
+        assert plan.definition is not None
+        definitions.publish(session, plan.definition, now_ms=time.time_ns() // 1_000_000)
+        return plan.definition
+
+
+async def apply(url: str, definition: IonDefinition) -> IonDefinition:
+    return await asyncio.to_thread(apply_sync, url, definition)
+
+
+def delete_sync(url: str, name: str) -> None:
+    with connect(parse_broker_url(url)) as session:
+        tomb = definitions.plan_delete(
+            definitions.fetch(session, name), name, now_ms=time.time_ns() // 1_000_000,
+            operator="test",
+        )  # fmt: skip
+        definitions.publish(session, tomb, now_ms=time.time_ns() // 1_000_000)
