@@ -13,7 +13,7 @@ broker:                      # the broker this node talks to (a gateway's local 
   ca_file: ...               # TLS and credentials: see ion.config.broker
 upstream: {url: ...}         # [none] gateways only: the parent broker
 relay:                       # gateways only
-  up: [...]                  # [status, events, stats, health, results, retransmit] filters
+  up: [...]                  # [status, events, stats, health, results, ...] filters
   down: [...]                # [definitions, commands, models, acks] filters
 data_dir: /var/lib/ion/edge-1  # [./ion-data/<id>] outbox, inbox, model store, work dirs
 heartbeat_interval: 10s      # [10s] retained status this often
@@ -65,7 +65,6 @@ DEFAULT_RELAY_UP = (
     "ion/v1/nodes/+/status",
     "ion/v1/nodes/+/events",
     "ion/v1/nodes/+/results",
-    "ion/v1/nodes/+/retransmit",
     "ion/v1/ions/+/pipelines/#",
     "ion/v1/ions/+/edges/+/health/+",
     "ion/v1/ions/+/edges/+/stats/+",
@@ -87,7 +86,8 @@ DEFAULT_RELAY_DOWN = (
 class RelayConfig:
     """Topic filters a gateway forwards: ``up`` from its local broker to the upstream one,
     ``down`` the other way.  No filter may match in both directions (that is what makes
-    loops impossible by construction; checked at load)."""
+    loops impossible by construction; checked at load).  Retransmit requests are routed by
+    the gateway itself, towards the node that must answer, and belong in neither list."""
 
     up: tuple[str, ...] = DEFAULT_RELAY_UP
     down: tuple[str, ...] = DEFAULT_RELAY_DOWN

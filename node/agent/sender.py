@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from ion import topics
 from ion.model.messages import new_message_id
 from ion.wire.batch import batch_payload
 from node.link.base import LinkDown, LinkState, MqttLink
@@ -28,6 +29,14 @@ log = logging.getLogger(__name__)
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _retained(topic: str) -> bool:
+    """Whether ``topic`` carries the latest state of something (then it is sent retained)."""
+    try:
+        return topics.is_retained(topics.parse(topic))
+    except topics.TopicError:
+        return False
 
 
 class Sender:
@@ -127,7 +136,7 @@ class Sender:
 
     async def _publish(self, topic: str, payload: bytes, ids: list[int]) -> None:
         try:
-            await self._link.publish(topic, payload, qos=1)
+            await self._link.publish(topic, payload, qos=1, retain=_retained(topic))
         except LinkDown:
             self._released.extend(ids)
         except Exception:

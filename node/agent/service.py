@@ -50,6 +50,7 @@ from node.config import NodeConfig
 from node.engines.base import Engine
 from node.inbox.sequence import RequestRetransmit
 from node.link.base import (
+    IncomingMessage,
     LinkOptions,
     LinkRefusedError,
     LinkState,
@@ -66,6 +67,7 @@ from node.reconcile import DefinitionBook, NodePlan, PipelineKey, plan_node
 from .envelopes import Sequencer, sequenced, traffic_class_of
 from .pipelines import PipelineSupervisor
 from .receiver import Arrival, Receiver
+from .relay import Relay
 from .sender import Sender
 from .status import ResourceSampler, build_status, pipeline_statuses, queue_statuses
 
@@ -117,6 +119,7 @@ class Agent:
         self._state = NodeState.ONLINE
         self._error = ""
         self._ready = False
+        self._relay: Relay | None = None
         self.failed = asyncio.Event()  # set when the node cannot work (e.g. refused login)
         self.started_ms = 0
 
@@ -170,6 +173,19 @@ class Agent:
                 task_group=self._tg,
                 on_report=self._on_pipeline_report,
             )
+            if cfg.relay is not None and cfg.upstream is not None:
+                self._relay = Relay(
+                    config=cfg,
+                    relay=cfg.relay,
+                    down_store=self._store,
+                    down_sender=self._sender,
+                    will_payload=offline,
+                    link_factory=self._link_factory,
+                    task_group=self._tg,
+                    clock=self._clock,
+                    on_failed=self._fail,
+                )
+                await self._relay.start(stack)
             for name, coro in (
                 ("sender", self._sender.run()),
                 ("receiver", self._receive()),
@@ -197,6 +213,8 @@ class Agent:
         finally:
             for task in self._tasks:
                 task.cancel()
+            if self._relay is not None:
+                self._relay.stop()
             await self._stack.__aexit__(exc_type, exc, tb)
             log.info("node %s stopped", self.node_id)
 
@@ -285,6 +303,14 @@ class Agent:
             # Fatal: retrying the same credentials or certificate fails the same way.
             self._fail(str(exc))
 
+    def _relay_local(self, msg: IncomingMessage) -> None:
+        assert self._relay is not None
+        try:
+            topic = topics.parse(msg.topic)
+        except topics.TopicError:
+            return  # the receiver counts and reports it
+        self._relay.from_local(topic, msg)
+
     def _fail(self, reason: str) -> None:
         if not self._error:
             log.error("node %s cannot work: %s", self.node_id, reason)
@@ -294,6 +320,8 @@ class Agent:
 
     async def _receive_messages(self) -> None:
         async for msg in self._link.messages():
+            if self._relay is not None:
+                self._relay_local(msg)
             self._receiver.handle(msg)
             # Backpressure: a consumer that falls behind slows reading, which the link turns
             # into TCP backpressure instead of memory growth.
@@ -449,13 +477,20 @@ class Agent:
     def _wanted_subscriptions(self) -> frozenset[str]:
         from node.reconcile import base_subscriptions
 
-        if self._plan is None:
-            return base_subscriptions(self.node_id)
-        return self._plan.subscriptions
+        own = base_subscriptions(self.node_id) if self._plan is None else self._plan.subscriptions
+        return own | self._relay_filters
+
+    @property
+    def _relay_filters(self) -> frozenset[str]:
+        if self.config.relay is None:
+            return frozenset()
+        from .relay import RETRANSMIT_FILTER, STATUS_FILTER
+
+        return frozenset({*self.config.relay.up, RETRANSMIT_FILTER, STATUS_FILTER})
 
     def _replan(self) -> None:
         self._plan = plan_node(self._book.active(), self.config.identity)
-        wanted = self._plan.subscriptions
+        wanted = self._wanted_subscriptions()
         for f in sorted(wanted - self._subscribed):
             self._tg.create_task(self._link.subscribe(f, 1), name=f"subscribe {f}")
         for f in sorted(self._subscribed - wanted):
