@@ -84,3 +84,51 @@ def test_process_stats_of_self_and_of_a_missing_pid(tmp_path: Path) -> None:
     assert mine.values["process.rss_bytes"] > 1_000_000
     assert mine.values["process.cpu_seconds"] >= 0
     assert read_process_stats(2**22 + 12345, proc=tmp_path) is None
+
+
+@pytest.mark.integration
+def test_a_pipeline_does_not_outlive_a_killed_agent(tmp_path: Path) -> None:
+    """kill -9 of the agent: its pipeline child gets SIGTERM (PR_SET_PDEATHSIG) and ends."""
+    import subprocess
+    import sys
+    import time
+
+    pidfile = tmp_path / "child.pid"
+    agent = tmp_path / "agent.py"
+    agent.write_text(
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from node.engines.process import ChildProcess\n"
+        "async def main():\n"
+        "    argv = [sys.executable, '-c', 'import time; time.sleep(60)']\n"
+        "    child = await ChildProcess.spawn(argv, job_id='k/p', node_id='n', cwd=Path('.'),"
+        " env={}, tail_lines=5)\n"
+        f"    Path({str(pidfile)!r}).write_text(str(child.pid))\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(agent)], cwd=Path(__file__).parents[1])
+    try:
+        deadline = time.monotonic() + 20
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = int(pidfile.read_text())
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            # The orphan is re-parented to pytest (a child subreaper, see conftest): reap it.
+            try:
+                pid, _ = os.waitpid(child, os.WNOHANG)
+            except ChildProcessError:
+                break  # reaped by someone else: gone
+            if pid == child:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(child, signal.SIGKILL)
+            raise AssertionError("the pipeline outlived its agent")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

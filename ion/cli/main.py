@@ -316,6 +316,48 @@ def delete(name: str, **kwargs: Any) -> None:
     click.echo(f"ion/{name} deleted (version {tombstone.version})")
 
 
+@cli.command(context_settings=CONTEXT)
+@click.option("--watch", is_flag=True, help="Refresh every 2 seconds until Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@broker_options
+@reports_errors
+def nodes(watch: bool, as_json: bool, **kwargs: Any) -> None:
+    """The nodes the broker knows: state, pipelines, queued messages, resources."""
+    from dataclasses import asdict
+
+    from ion.client.fleet import node_rows, read_statuses
+    from ion.client.session import connect
+
+    broker, _ = resolve_broker(kwargs)
+    while True:
+        with connect(broker) as session:
+            statuses, sent, problems = read_statuses(session)
+        for problem in problems:
+            click.echo(f"warning: {problem}", err=True)
+        rows = node_rows(statuses, now_ms=now_ms(), sent_ms=sent)
+        if as_json:
+            click.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        elif not rows:
+            click.echo(f"no nodes on {broker.url}")
+        else:
+            if watch:
+                click.clear()
+            header = ["NODE", "STATE", "LAYER", "LABELS", "PIPELINES", "QUEUED", "CPU%", "RSS MB",
+                      "HEARTBEAT"]  # fmt: skip
+            table = [header] + [
+                [r.node_id, r.state, r.layer, r.labels or "-", r.pipelines, str(r.queued),
+                 f"{r.cpu_percent:.1f}", f"{r.rss_mb:.0f}",
+                 "-" if r.heartbeat_age_s is None else f"{r.heartbeat_age_s:.0f}s ago"]
+                for r in rows
+            ]  # fmt: skip
+            widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+            for row in table:
+                click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if not watch:
+            return
+        time.sleep(2)
+
+
 def _register_optional_commands() -> None:
     from broker.cli import broker_command
 

@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import logging
 import os
 import signal
+import sys
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .base import JobExit, JobStartError
@@ -45,6 +47,31 @@ DRAIN_TIMEOUT_S = 2.0
 process that left the group (a daemon that called setsid) may hold our pipes forever."""
 _TRUNCATED = " [...line truncated]"
 _STREAMS = {1: "stdout", 2: "stderr"}
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """On Linux, a hook run in the child before exec: SIGTERM it when the agent dies.
+
+    A child in its own session outlives a kill -9 of the agent otherwise; with this it gets
+    SIGTERM (and drains, or its engine's own shutdown kills the rest of its group).  libc is
+    loaded here, in the parent, so the hook itself only makes one system call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return hook
+
+
+_DIE_WITH_PARENT = _die_with_parent_hook()
 
 
 class ChildProcess:
@@ -91,6 +118,7 @@ class ChildProcess:
                 cwd=cwd,
                 env=dict(env),
                 start_new_session=True,
+                preexec_fn=_DIE_WITH_PARENT,
             )
         except OSError as e:
             raise JobStartError(f"cannot execute {argv[0]}: {e.strerror or e}") from e
