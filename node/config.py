@@ -21,6 +21,7 @@ publish_window: 1000         # [1000] QoS 1 publishes in flight at once
 drain_timeout: 10s           # [10s] on SIGTERM, flush the outbox this long
 outbox: {...}                # [defaults per traffic class] see node.outbox.classes
 dedup_window: 100000         # [100000] message ids remembered to drop duplicates
+ordering: {max_held: 20000}  # [see node.inbox.sequence.SequenceConfig] gap repair and order
 log_level: info              # [info]
 ```
 """
@@ -42,6 +43,7 @@ from ion.model.definition import NAME_PATTERN
 from ion.topics import filters_overlap
 
 from .identity import NodeIdentity
+from .inbox.sequence import SequenceConfig
 from .outbox.classes import OutboxConfig
 
 _TOP_KEYS = {
@@ -55,6 +57,7 @@ _TOP_KEYS = {
     "drain_timeout",
     "outbox",
     "dedup_window",
+    "ordering",
     "log_level",
 }
 _NODE_KEYS = {"id", "labels", "layer", "parent"}
@@ -105,6 +108,7 @@ class NodeConfig:
     drain_timeout_ms: int = 10_000
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     dedup_window: int = 100_000
+    ordering: SequenceConfig = field(default_factory=SequenceConfig)
     log_level: str = "info"
 
     @property
@@ -180,6 +184,9 @@ def config_from_mapping(
         drain_timeout_ms=_duration(data, "drain_timeout", 10_000, where),
         outbox=OutboxConfig.from_mapping(_section(data, "outbox", where), where=f"{where}: outbox"),
         dedup_window=_positive(data, "dedup_window", 100_000, where),
+        ordering=SequenceConfig.from_mapping(
+            _section(data, "ordering", where), where=f"{where}: ordering"
+        ),
         log_level=log_level,
     )
 

@@ -48,6 +48,7 @@ from ion.topics import Channel, TopicKind
 from ion.wire.codec import encode
 from node.config import NodeConfig
 from node.engines.base import Engine
+from node.inbox.dedup import DedupConfig
 from node.inbox.sequence import RequestRetransmit
 from node.link.base import (
     IncomingMessage,
@@ -165,6 +166,8 @@ class Agent:
                 on_retransmit_needed=self._request_retransmit,
                 on_problem=self._problem,
                 clock=self._clock,
+                dedup=DedupConfig(max_ids=cfg.dedup_window),
+                sequence=cfg.ordering,
             )
             self._pipelines = PipelineSupervisor(
                 node_id=self.node_id,
@@ -562,11 +565,15 @@ class Agent:
             req.stream,
             req.requester,
         )
-        for item in items:
-            try:
-                await self._link.publish(item.topic, item.payload, qos=1)
-            except UnavailableError:
-                return  # the requester asks again
+        # Pipelined, like the outbox: one round trip per chunk, not per message.
+        for start in range(0, len(items), 256):
+            chunk = items[start : start + 256]
+            results = await asyncio.gather(
+                *(self._link.publish(i.topic, i.payload, qos=1) for i in chunk),
+                return_exceptions=True,
+            )
+            if any(isinstance(r, BaseException) for r in results):
+                return  # the link went down: the requester asks again
 
     def _problem(self, kind: str, detail: str) -> None:
         event = Event(type=kind, severity=Severity.WARNING, subject=self.node_id, message=detail)

@@ -50,12 +50,14 @@ StreamKey = tuple[str, str]  # (source node, stream)
 
 @dataclass(frozen=True, slots=True)
 class SequenceConfig:
-    """Keys and defaults: ``ordered`` (true), ``max_held`` (1000), ``max_hold_ms`` (5000),
+    """Keys and defaults: ``ordered`` (true), ``max_held`` (20000), ``max_hold_ms`` (5000),
     ``retry_ms`` (1000), ``give_up_ms`` (30000), ``max_gaps`` (1000), ``max_streams`` (10000),
     ``join_mid_stream`` (true)."""
 
     ordered: bool = True
-    max_held: int = 1000
+    # Messages held back behind a gap, per stream.  Sized for a fast stream to keep flowing
+    # for the round trip a retransmission takes (at 10k msg/s, 2 s); time bounds it anyway.
+    max_held: int = 20_000
     max_hold_ms: int = 5_000
     retry_ms: int = 1_000
     give_up_ms: int = 30_000

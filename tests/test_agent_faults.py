@@ -1,0 +1,209 @@
+"""The agent under broker restarts and full outboxes, against real Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_support import apply, node_config, two_node_ion
+from support import async_wait_until
+from test_agent import Collector, data, knows
+
+from ion import topics
+from ion.errors import UnavailableError
+from ion.model.health import Metric
+from ion.model.messages import StatsReport
+from ion.topics import Channel
+from node.agent.service import Agent
+from node.outbox.classes import TrafficClass
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+
+
+async def connected_pair(url: str, a: Agent, b: Agent) -> Collector:
+    await a.link.wait_connected()
+    await b.link.wait_connected()
+    await apply(url, two_node_ion("flow", "src-1", "dst-1"))
+    return Collector(b, "flow", "feed")
+
+
+async def prove_subscribed(a: Agent, got: Collector) -> None:
+    async def probe() -> bool:
+        if got.items:
+            return True
+        if knows(a, "flow"):
+            await a.emit("flow", "feed", data(-1))
+        await asyncio.sleep(0.3)
+        return bool(got.items)
+
+    await async_wait_until(probe, 30)
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["graceful", "sigkill"])
+async def test_broker_restart_mid_stream_loses_nothing(
+    fresh_mosquitto: Any, tmp_path: Path, crash: bool
+) -> None:
+    """A SIGKILLed broker loses messages it had acknowledged; sequence gaps bring them back."""
+    url = fresh_mosquitto.url
+    async with (
+        Agent(node_config("src-1", url, tmp_path)) as a,
+        Agent(node_config("dst-1", url, tmp_path)) as b,
+    ):
+        got = await connected_pair(url, a, b)
+        task = asyncio.create_task(got.run(), name="collector")
+        try:
+            await prove_subscribed(a, got)
+            base, n = len(got.items), 4000
+
+            async def produce() -> None:
+                for i in range(n):
+                    while True:
+                        try:
+                            await a.emit("flow", "feed", data(i))
+                            break
+                        except UnavailableError:
+                            await asyncio.sleep(0.1)
+                    if i % 100 == 0:
+                        await asyncio.sleep(0.02)
+
+            producer = asyncio.create_task(produce(), name="producer")
+            await async_wait_until(lambda: len(got.items) > base + n // 4, 30)
+            await asyncio.to_thread(fresh_mosquitto.restart, crash=crash)
+            await producer
+            await async_wait_until(
+                lambda: len(got.items) >= base + n,
+                90,
+                message=lambda: (
+                    f"{len(got.items) - base}/{n}; receiver {dict(b.receiver.counters)}"
+                ),
+            )
+            await asyncio.sleep(0.5)
+            assert got.values()[base:] == list(range(n))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_full_data_class_drops_the_oldest(
+    fresh_mosquitto: Any, tmp_path: Path, proxy_factory: Any
+) -> None:
+    url = fresh_mosquitto.url
+    proxy = proxy_factory(fresh_mosquitto.host, fresh_mosquitto.port)
+    small = {"classes": {"data": {"max_items": 100, "on_full": "drop_oldest"}}}
+    async with (
+        Agent(node_config("src-1", proxy.url, tmp_path, outbox=small)) as a,
+        Agent(node_config("dst-1", url, tmp_path)) as b,
+    ):
+        got = await connected_pair(url, a, b)
+        task = asyncio.create_task(got.run(), name="collector")
+        try:
+            await prove_subscribed(a, got)
+            base = len(got.items)
+            proxy.cut()
+            await async_wait_until(lambda: not a.status().links[0].connected, 10)
+            for i in range(300):
+                await a.emit("flow", "feed", data(i))
+            assert a.queued() == 100
+            dropped = {q.traffic_class: q.dropped for q in a.status().queues}
+            assert dropped["data"] == 200
+            proxy.restore()
+            await async_wait_until(lambda: len(got.items) >= base + 100, 30)
+            await asyncio.sleep(0.5)
+            assert got.values()[base:] == list(range(200, 300))  # the newest, in order
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_full_class_with_reject_refuses_the_caller(
+    fresh_mosquitto: Any, tmp_path: Path, proxy_factory: Any
+) -> None:
+    proxy = proxy_factory(fresh_mosquitto.host, fresh_mosquitto.port)
+    small = {"classes": {"data": {"max_items": 50, "on_full": "reject"}}}
+    async with Agent(node_config("src-1", proxy.url, tmp_path, outbox=small)) as a:
+        await a.link.wait_connected()
+        await apply(fresh_mosquitto.url, two_node_ion("flow", "src-1", "dst-1"))
+        await async_wait_until(lambda: knows(a, "flow"), 20)
+        proxy.cut()
+        await async_wait_until(lambda: not a.status().links[0].connected, 10)
+        for i in range(50):
+            await a.emit("flow", "feed", data(i))
+        with pytest.raises(UnavailableError, match="full"):
+            await a.emit("flow", "feed", data(50))
+        assert a.queued() == 50  # nothing already stored was lost
+        rejected = {q.traffic_class: q.rejected for q in a.status().queues}
+        assert rejected["data"] == 1
+        proxy.restore()
+        await async_wait_until(lambda: a.queued() == 0, 30)
+        await a.emit("flow", "feed", data(51))  # room again
+
+
+async def test_full_stats_class_keeps_the_latest_per_topic(
+    fresh_mosquitto: Any, tmp_path: Path, proxy_factory: Any
+) -> None:
+    proxy = proxy_factory(fresh_mosquitto.host, fresh_mosquitto.port)
+    small = {"classes": {"stats": {"max_items": 3, "on_full": "compact"}}}
+    async with Agent(node_config("src-1", proxy.url, tmp_path, outbox=small)) as a:
+        await a.link.wait_connected()
+        proxy.cut()
+        await async_wait_until(lambda: not a.status().links[0].connected, 10)
+        pipes = ["p1", "p2", "p3"]
+        for round_ in range(5):
+            for p in pipes:
+                topic = topics.pipeline("k", p, Channel.STATS, "src-1")
+                body = StatsReport(pipeline=p, scalars=(Metric("round", float(round_)),))
+                await a.publish(topic, body, ion="k")
+        kept = a._store.items(TrafficClass.STATS)
+        assert len(kept) == 3
+        assert sorted(i.topic.split("/")[5] for i in kept) == pipes  # one per pipeline
+
+
+async def test_a_gap_is_requested_from_the_source_and_filled_in_order(
+    fresh_mosquitto: Any, tmp_path: Path
+) -> None:
+    """A scripted source skips 4 and 5; the agent asks for exactly them and delivers 1..7."""
+    from support.brokers import mqtt_client
+
+    from ion.model.messages import RetransmitRequest, new_envelope
+    from ion.topics import TopicKind
+    from ion.wire.codec import decode, encode
+
+    url = fresh_mosquitto.url
+    async with Agent(node_config("dst-1", url, tmp_path)) as b:
+        await b.link.wait_connected()
+        await apply(url, two_node_ion("flow", "ghost", "dst-1"))
+        got = Collector(b, "flow", "feed")
+        task = asyncio.create_task(got.run(), name="collector")
+        topic = topics.edge("flow", "feed", Channel.DATA, "ghost")
+        envs = {
+            i: new_envelope(data(i), source_node="ghost", ion="flow", sequence=i, stream=topic,
+                            now_ms=1)
+            for i in range(1, 8)
+        }  # fmt: skip
+        try:
+            with mqtt_client(fresh_mosquitto.host, fresh_mosquitto.port) as ghost:
+                ghost.subscribe(topics.node_topic("ghost", TopicKind.NODE_RETRANSMIT))
+
+                async def subscribed() -> bool:
+                    ghost.publish(topic, encode(envs[1]))
+                    await asyncio.sleep(0.3)
+                    return bool(got.items)
+
+                await async_wait_until(subscribed, 30)
+                for i in (2, 3, 6, 7):
+                    ghost.publish(topic, encode(envs[i]))
+                request = decode((await asyncio.to_thread(ghost.expect, 10)).payload).body
+                assert isinstance(request, RetransmitRequest)
+                assert (request.stream, request.from_sequence, request.to_sequence) == (topic, 4, 5)
+                assert request.requester == "dst-1"
+                assert got.values() == [1, 2, 3]  # 6 and 7 are held back behind the gap
+                for i in (4, 5):
+                    ghost.publish(topic, encode(envs[i]))
+                await async_wait_until(lambda: len(got.items) == 7, 10)
+            assert got.values() == [1, 2, 3, 4, 5, 6, 7]
+            assert b.receiver.counters["gap_filled"] == 1
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
