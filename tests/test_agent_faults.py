@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from test_agent import Collector, data, knows
 
 from ion import topics
 from ion.errors import UnavailableError
+from ion.model.definition import Placement
 from ion.model.health import Metric
 from ion.model.messages import StatsReport
 from ion.topics import Channel
@@ -204,6 +206,70 @@ async def test_a_gap_is_requested_from_the_source_and_filled_in_order(
                 await async_wait_until(lambda: len(got.items) == 7, 10)
             assert got.values() == [1, 2, 3, 4, 5, 6, 7]
             assert b.receiver.counters["gap_filled"] == 1
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_kill_9_of_the_sending_agent_mid_stream_loses_nothing(
+    fresh_mosquitto: Any, tmp_path: Path
+) -> None:
+    """The sender (an application embedding the agent) is SIGKILLed at random moments and
+    restarted; the receiver gets every value once, in order."""
+    import os
+    import random
+    import subprocess
+    import sys
+
+    url = fresh_mosquitto.url
+    n = 6000
+    script = Path(__file__).with_name("kill9_sender.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(script.parent), *sys.path])}
+    sender_dir = tmp_path / "sender"
+    sender_dir.mkdir()
+    # The sender runs no pipeline itself (a SIGKILLed agent's children would be orphans of
+    # this test); it emits along the edge through the agent's API, as an embedding app does.
+    ion = two_node_ion("flow", "src-1", "dst-1")
+    producer = replace(ion.pipelines[0], placement=Placement(nodes=("elsewhere",)))
+    ion = replace(ion, pipelines=(producer, ion.pipelines[1]))
+    async with Agent(node_config("dst-1", url, tmp_path)) as b:
+        await b.link.wait_connected()
+        await apply(url, ion)
+        got = Collector(b, "flow", "feed")
+        task = asyncio.create_task(got.run(), name="collector")
+        await async_wait_until(lambda: knows(b, "flow"), 20)
+        await asyncio.sleep(1.0)  # the receiver's edge subscription is in place
+        rng = random.Random(9)
+        kills = 0
+        try:
+            while True:
+                log = tmp_path / f"sender-{kills}.log"
+                with log.open("w") as out:
+                    proc = subprocess.Popen(
+                        [sys.executable, str(script), url, str(sender_dir), str(n)],
+                        env=env, stdout=out, stderr=subprocess.STDOUT,
+                    )  # fmt: skip
+                if kills < 4:
+                    await asyncio.sleep(rng.uniform(1.0, 2.0))
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+                        kills += 1
+                        continue
+                await asyncio.to_thread(proc.wait, 120)
+                assert proc.returncode == 0, log.read_text()
+                assert "drained" in log.read_text()
+                break
+            await async_wait_until(
+                lambda: len(got.items) >= n, 60, message=lambda: f"{len(got.items)}/{n}"
+            )
+            await asyncio.sleep(0.5)
+            assert kills == 4
+            values = got.values()
+            missing = sorted(set(range(n)) - set(values))
+            repeated = len(values) - len(set(values))
+            assert (missing[:10], repeated) == ([], 0), dict(b.receiver.counters)
+            assert values == list(range(n))
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 
 from ion.model.definition import IonDefinition, IonDeleted
@@ -71,6 +72,19 @@ class Sequencer:
         return self._last.get(stream, 0)
 
 
+def ordered_message_id(now_ms: int) -> str:
+    """A message id (32 lowercase hex digits, as ``new_message_id``) that starts with the time.
+
+    The first 12 digits are ``now_ms`` (48 bits, until the year 10889), the other 20 random
+    (80 bits: two ids of one millisecond collide with odds of about 1 in 10^24).  Receivers
+    remember ids in an indexed SQLite window; random ids land on random index pages, so each
+    small commit dirtied one page per id and wrote it to the WAL (measured: ~30 us of CPU and
+    ~60 us of wall time per remembered id with 100,000 ids kept), while ids that grow with time
+    land together at the end of the index and are trimmed together from its start (~10 us).
+    """
+    return f"{now_ms & 0xFFFF_FFFF_FFFF:012x}{secrets.token_hex(10)}"
+
+
 def sequenced(
     body: object,
     *,
@@ -80,6 +94,7 @@ def sequenced(
     sequence: int,
     now_ms: int,
     correlation_id: str = "",
+    message_id: str | None = None,
 ) -> tuple[Envelope, bytes]:
     """A new envelope for ``body`` with its stream position, and its encoding."""
     env = new_envelope(
@@ -90,5 +105,6 @@ def sequenced(
         stream=stream,
         now_ms=now_ms,
         correlation_id=correlation_id,
+        message_id=ordered_message_id(now_ms) if message_id is None else message_id,
     )
     return env, encode(env)

@@ -42,6 +42,9 @@ class Arrival:
 
     topic: Topic
     envelope: Envelope
+    # Already delivered once under this message id, but sent again under a new sequence number
+    # (an application retried after a crash): it still fills its place in the sequence.
+    duplicate: bool = False
 
 
 class Receiver:
@@ -68,6 +71,7 @@ class Receiver:
             sequence or SequenceConfig(), floors=store.load_stream_floors()
         )
         self.counters: Counter[str] = Counter()
+        self._held_ids: set[str] = set()  # bounded by the tracker's max_held
         self._logged: set[str] = set()
 
     # -- the hot path ----------------------------------------------------------------------------
@@ -103,16 +107,22 @@ class Receiver:
     def _sequenced(self, topic: Topic, envelopes: list[Envelope]) -> None:
         ids = [e.message_id for e in envelopes]
         screening = screen(ids, self._store.inbox_seen(ids))
-        self.counters["duplicate"] += len(screening.duplicates)
         now = self._clock()
         delivered: list[str] = []
-        for index in screening.fresh:
+        fresh = set(screening.fresh)
+        for index in sorted(fresh.union(screening.duplicates)):
             e = envelopes[index]
             stream = e.stream or topic_string(topic)
-            actions = self._tracker.arrive(
-                e.source_node, stream, e.sequence, Arrival(topic, e), now
-            )
+            # A message already handled, or still held back behind a gap, may come again under
+            # a new sequence number (its sender retried after a crash).  It is not delivered
+            # twice, but it still fills its place in the sequence.  Ids enter the persisted
+            # window only once delivered, hence the set of held ids.
+            duplicate = index not in fresh or e.message_id in self._held_ids
+            arrival = Arrival(topic, e, duplicate=duplicate)
+            actions = self._tracker.arrive(e.source_node, stream, e.sequence, arrival, now)
             delivered.extend(self._act(actions))
+            if not duplicate and not _settled(actions, arrival):
+                self._held_ids.add(e.message_id)
         if delivered:
             # Remembered only once handled: a message held back for ordering and lost in a
             # crash must not be refused as a duplicate when it is sent again.
@@ -124,6 +134,10 @@ class Receiver:
             match action:
                 case Deliver(message=arrival):
                     assert isinstance(arrival, Arrival)
+                    if arrival.duplicate:
+                        self.counters["duplicate"] += 1
+                        continue
+                    self._held_ids.discard(arrival.envelope.message_id)
                     self.counters["delivered"] += 1
                     self._on_arrival(arrival)
                     delivered.append(arrival.envelope.message_id)
@@ -159,6 +173,16 @@ class Receiver:
             self._logged.add(kind)
             log.warning("dropped a malformed message (%s): %s", kind, detail)
             self._on_problem(f"message.malformed.{kind}", detail)
+
+
+def _settled(actions: Sequence[object], arrival: Arrival) -> bool:
+    """Whether ``arrival`` was delivered at once or refused as a duplicate (not held)."""
+    seq = arrival.envelope.sequence
+    return any(
+        (isinstance(a, Deliver) and a.message is arrival)
+        or (isinstance(a, Duplicate) and a.sequence == seq)
+        for a in actions
+    )
 
 
 def topic_string(topic: Topic) -> str:

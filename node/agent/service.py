@@ -111,7 +111,9 @@ class Agent:
         self._book = DefinitionBook()
         self._plan: NodePlan | None = None
         self._subscribed: frozenset[str] = frozenset()
-        self._pending_bodies: list[tuple[str, object, str, str, asyncio.Future[None]]] = []
+        self._pending_bodies: list[
+            tuple[str, object, str, str, str | None, asyncio.Future[None]]
+        ] = []
         self._commit_wake = asyncio.Event()
         self._consumers: list[tuple[Callable[[Arrival], bool], asyncio.Queue[Arrival]]] = []
         self._since: dict[PipelineKey, int] = {}
@@ -241,9 +243,19 @@ class Agent:
     # -- the application side ------------------------------------------------------------------
 
     async def publish(
-        self, topic: str, body: object, *, ion: str = "", correlation_id: str = ""
+        self,
+        topic: str,
+        body: object,
+        *,
+        ion: str = "",
+        correlation_id: str = "",
+        message_id: str | None = None,
     ) -> None:
         """Store ``body`` for ``topic`` in the outbox; returns once it is durable.
+
+        ``message_id`` makes a retry idempotent: an application that is not sure whether an
+        earlier call got through (it crashed before the call returned) sends again with the
+        same id, and receivers drop the second copy.
 
         Raises ``UnavailableError`` when the outbox refuses it (full, or the agent is
         draining): the caller may try again later.
@@ -251,18 +263,21 @@ class Agent:
         if self._draining:
             raise UnavailableError(f"node {self.node_id} is draining")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending_bodies.append((topic, body, ion, correlation_id, fut))
+        self._pending_bodies.append((topic, body, ion, correlation_id, message_id, fut))
         self._commit_wake.set()
         await fut
 
-    async def emit(self, ion: str, edge: str, body: object) -> None:
+    async def emit(
+        self, ion: str, edge: str, body: object, *, message_id: str | None = None
+    ) -> None:
         """Send ``body`` along the ION edge ``edge`` (from a pipeline on this node)."""
         definition = self._book.active().get(ion)
         e = definition.edge(edge) if definition else None
         if e is None:
             raise InputError(f"no edge {edge!r} in ION {ion!r} on node {self.node_id}")
         channel = Channel(e.kind.value)
-        await self.publish(topics.edge(ion, edge, channel, self.node_id), body, ion=ion)
+        topic = topics.edge(ion, edge, channel, self.node_id)
+        await self.publish(topic, body, ion=ion, message_id=message_id)
 
     def consume(self, match: Callable[[Arrival], bool]) -> AsyncIterator[Arrival]:
         """What arrives (deduplicated, in order per source) and satisfies ``match``."""
@@ -344,7 +359,7 @@ class Agent:
             return
         now = self._clock()
         items = []
-        for topic, body, ion, corr, _ in batch:
+        for topic, body, ion, corr, message_id, _ in batch:
             seq = self._sequencer.next(topic)
             _, payload = sequenced(
                 body,
@@ -354,6 +369,7 @@ class Agent:
                 sequence=seq,
                 now_ms=now,
                 correlation_id=corr,
+                message_id=message_id,
             )
             cls = traffic_class_of(body)
             items.append(
