@@ -262,3 +262,33 @@ async def test_sigterm_drains_and_exits_0(fresh_mosquitto: Any, tmp_path: Path) 
     assert "drained" in out
     status = _status_of(fresh_mosquitto.host, fresh_mosquitto.port, "edge-9")
     assert status.state is NodeState.OFFLINE
+
+
+async def test_crash_loop_and_update_to_a_new_version(fresh_mosquitto: Any, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from ion.model.definition import Component, RestartPolicy
+
+    url = fresh_mosquitto.url
+    failing = replace(
+        ticker("job", ("edge-1",)),
+        components=(Component("boom", "fail", {"message": "kaput"}),),
+        restart=RestartPolicy(max_restarts=2, window_ms=60_000, backoff_initial_ms=100,
+                              backoff_max_ms=200),
+    )  # fmt: skip
+    async with Agent(node_config("edge-1", url, tmp_path)) as agent:
+        await agent.link.wait_connected()
+        await apply(url, IonDefinition(name="loop", pipelines=(failing,)))
+
+        def state() -> State | None:
+            report = agent.pipelines().get(("loop", "job"))
+            return report[1].state if report else None
+
+        await async_wait_until(lambda: state() is State.CRASH_LOOP, 30)
+        status = agent.status().pipelines[0]
+        assert status.state is PipelineState.CRASH_LOOP
+        assert "kaput" in status.message or status.exit_code != 0
+        # A new version that fixes the pipeline gets it running again.
+        await apply(url, IonDefinition(name="loop", pipelines=(ticker("job", ("edge-1",)),)))
+        await async_wait_until(lambda: state() is State.RUNNING, 30)
+        assert agent.pipelines()[("loop", "job")][1].version == 2
