@@ -26,9 +26,10 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
+from ion.config.overlay import overlay
 from ion.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,7 @@ class DedupConfig:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str = "dedup") -> DedupConfig:
-        unknown = sorted(set(map(str, data)) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-        try:
-            return replace(cls(), **dict(data))
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+        return overlay(cls, data, where=where)
 
 
 @dataclass(frozen=True, slots=True)

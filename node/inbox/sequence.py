@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Generic, TypeVar
 
+from ion.config.overlay import overlay
 from ion.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -76,13 +77,7 @@ class SequenceConfig:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str = "sequence") -> SequenceConfig:
-        unknown = sorted(set(map(str, data)) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-        try:
-            return replace(cls(), **dict(data))
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+        return overlay(cls, data, where=where)
 
 
 @dataclass(frozen=True, slots=True)
