@@ -23,7 +23,7 @@ from ion.model.messages import (
     Trigger,
     new_envelope,
 )
-from ion.wire.codec import encode
+from ion.wire.batch import encode_envelope
 from node.outbox.classes import TrafficClass
 
 _CLASS_OF: Mapping[type, TrafficClass] = {
@@ -107,4 +107,4 @@ def sequenced(
         correlation_id=correlation_id,
         message_id=ordered_message_id(now_ms) if message_id is None else message_id,
     )
-    return env, encode(env)
+    return env, encode_envelope(env)

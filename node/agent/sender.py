@@ -21,7 +21,6 @@ from ion.model.messages import new_message_id
 from ion.wire.batch import batch_payload
 from node.link.base import LinkDown, LinkState, MqttLink
 from node.outbox.policy import SendScheduler
-from node.outbox.records import StoredItem
 from node.outbox.store import OutboxStore
 
 log = logging.getLogger(__name__)
@@ -78,17 +77,20 @@ class Sender:
 
     async def run(self) -> None:
         while True:
-            self._flush_results()
             if self._link.state is not LinkState.CONNECTED:
+                self._flush_results()
                 await self._wait_for_link()
                 continue
-            connects = self._link.status.connects
-            if connects != self._connects:
-                # The link (re)connected: what is queued now is backlog, what comes next live.
-                self._connects = connects
-                self._scheduler.link_up(self._store.newest_id())
-            free = self._window - self._in_flight
-            sent = self._send_round(free) if free > 0 else 0
+            # One commit per round: the acks that came in and the next sends marked in flight.
+            with self._store.transaction():
+                self._flush_results()
+                connects = self._link.status.connects
+                if connects != self._connects:
+                    # The link (re)connected: what is queued now is backlog, what comes next live.
+                    self._connects = connects
+                    self._scheduler.link_up(self._store.newest_id())
+                free = self._window - self._in_flight
+                sent = self._send_round(free) if free > 0 else 0
             if sent == 0:
                 self._wake.clear()
                 if not (self._acked or self._released):
@@ -107,31 +109,25 @@ class Sender:
             self._store.expire(list(plan.expired))
         if not plan.sends:
             return 0
-        items = {
-            it.id: it for it in self._store.mark_in_flight([i for s in plan.sends for i in s.ids])
-        }
+        payloads = self._store.take([i for s in plan.sends for i in s.ids])
         count = 0
         for send in plan.sends:
-            batch = [items[i] for i in send.ids if i in items]
-            if not batch:
+            ids = [i for i in send.ids if i in payloads]
+            if not ids:
                 continue
-            payload = self._payload(batch, now)
+            payload = self._payload([payloads[i] for i in ids], now)
             self._in_flight += 1
             count += 1
             self._tg.create_task(
-                self._publish(send.topic, payload, [it.id for it in batch]),
-                name=f"publish {send.topic}",
+                self._publish(send.topic, payload, ids), name=f"publish {send.topic}"
             )
         return count
 
-    def _payload(self, batch: list[StoredItem], now: int) -> bytes:
+    def _payload(self, batch: list[bytes], now: int) -> bytes:
         if len(batch) == 1:
-            return batch[0].payload
+            return batch[0]
         return batch_payload(
-            [it.payload for it in batch],
-            message_id=new_message_id(),
-            source_node=self._node_id,
-            now_ms=now,
+            batch, message_id=new_message_id(), source_node=self._node_id, now_ms=now
         )
 
     async def _publish(self, topic: str, payload: bytes, ids: list[int]) -> None:
