@@ -61,6 +61,7 @@ class Sender:
         self._acked: list[int] = []
         self._released: list[int] = []
         self._connects = -1
+        self._down_newest: int | None = None  # the newest id stored while the link was down
         self.published = 0  # MQTT messages acknowledged
         self.items_acked = 0  # outbox items acknowledged (a batch holds many)
 
@@ -79,6 +80,10 @@ class Sender:
         while True:
             if self._link.state is not LinkState.CONNECTED:
                 self._flush_results()
+                # What is stored while the link is down is backlog.  Noted on every wake (each
+                # enqueue wakes us), so that what is stored once the link is back counts as
+                # live even if it is stored before this loop notices the reconnection.
+                self._down_newest = self._store.newest_id()
                 await self._wait_for_link()
                 continue
             # One commit per round: the acks that came in and the next sends marked in flight.
@@ -86,9 +91,12 @@ class Sender:
                 self._flush_results()
                 connects = self._link.status.connects
                 if connects != self._connects:
-                    # The link (re)connected: what is queued now is backlog, what comes next live.
+                    # The link (re)connected: what was queued is backlog, what comes next live.
                     self._connects = connects
-                    self._scheduler.link_up(self._store.newest_id())
+                    backlog_until, self._down_newest = self._down_newest, None
+                    if backlog_until is None:  # back before we saw it go
+                        backlog_until = self._store.newest_id()
+                    self._scheduler.link_up(backlog_until)
                 free = self._window - self._in_flight
                 sent = self._send_round(free) if free > 0 else 0
             if sent == 0:

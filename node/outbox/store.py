@@ -3,8 +3,9 @@
 Every decision is made in ``node.outbox.policy`` / ``node.inbox``; this module gathers the facts
 they need, calls them, and carries out the result, each public write in one transaction
 (``BEGIN IMMEDIATE``: the write lock first, so facts and writes cannot interleave with another
-writer).  Plain synchronous methods, safe to call from any one thread at a time (a lock
-serialises them): the agent calls them directly in small batches or from a worker thread.
+writer), or several writes in one inside ``transaction()``.  Plain synchronous methods, safe
+to call from any one thread at a time (a lock serialises them): the agent calls them directly
+in small batches or from a worker thread.
 
 Durability.  WAL mode.  With ``synchronous=NORMAL`` (the default) a commit is appended to the
 WAL but only fsync'ed at checkpoints: a killed process (kill -9, OOM, crash) loses nothing,
