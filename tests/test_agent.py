@@ -292,3 +292,24 @@ async def test_crash_loop_and_update_to_a_new_version(fresh_mosquitto: Any, tmp_
         await apply(url, IonDefinition(name="loop", pipelines=(ticker("job", ("edge-1",)),)))
         await async_wait_until(lambda: state() is State.RUNNING, 30)
         assert agent.pipelines()[("loop", "job")][1].version == 2
+
+
+async def test_emit_refuses_unknown_and_model_edges_clearly(
+    fresh_mosquitto: Any, tmp_path: Path
+) -> None:
+    from ion.errors import InputError
+    from ion.model.definition import Edge, EdgeKind, Endpoint
+
+    url = fresh_mosquitto.url
+    ion = two_node_ion("kinds", "src-1", "dst-1")
+    model = Edge("model", EdgeKind.MODEL, Endpoint("producer"), (Endpoint("consumer"),))
+    async with Agent(node_config("src-1", url, tmp_path)) as a:
+        await a.link.wait_connected()
+        await apply(url, IonDefinition(name="kinds", pipelines=ion.pipelines,
+                                       edges=(*ion.edges, model)))  # fmt: skip
+        await async_wait_until(lambda: knows(a, "kinds"), 20)
+        await a.emit("kinds", "feed", data(1))  # a data edge works
+        with pytest.raises(InputError, match="no edge 'nope'"):
+            await a.emit("kinds", "nope", data(1))
+        with pytest.raises(InputError, match="carries models"):
+            await a.emit("kinds", "model", data(1))

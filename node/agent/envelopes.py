@@ -68,9 +68,6 @@ class Sequencer:
         self._last[stream] = n
         return n
 
-    def last(self, stream: str) -> int:
-        return self._last.get(stream, 0)
-
 
 def ordered_message_id(now_ms: int) -> str:
     """A message id (32 lowercase hex digits, as ``new_message_id``) that starts with the time.

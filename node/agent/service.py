@@ -29,7 +29,7 @@ from typing import Any, Self
 
 from ion import __version__, topics
 from ion.errors import InputError, UnavailableError
-from ion.model.definition import IonDefinition, IonDeleted, Pipeline
+from ion.model.definition import EdgeKind, IonDefinition, IonDeleted, Pipeline
 from ion.model.messages import (
     Command,
     CommandResult,
@@ -123,6 +123,7 @@ class Agent:
         self._error = ""
         self._ready = False
         self._relay: Relay | None = None
+        self._edge_topics: dict[tuple[str, str], str] = {}
         self.failed = asyncio.Event()  # set when the node cannot work (e.g. refused login)
         self.started_ms = 0
 
@@ -271,13 +272,17 @@ class Agent:
         self, ion: str, edge: str, body: object, *, message_id: str | None = None
     ) -> None:
         """Send ``body`` along the ION edge ``edge`` (from a pipeline on this node)."""
+        topic = self._edge_topics.get((ion, edge))
+        if topic is None:
+            raise InputError(self._why_no_edge(ion, edge))
+        await self.publish(topic, body, ion=ion, message_id=message_id)
+
+    def _why_no_edge(self, ion: str, edge: str) -> str:
         definition = self._book.active().get(ion)
         e = definition.edge(edge) if definition else None
-        if e is None:
-            raise InputError(f"no edge {edge!r} in ION {ion!r} on node {self.node_id}")
-        channel = Channel(e.kind.value)
-        topic = topics.edge(ion, edge, channel, self.node_id)
-        await self.publish(topic, body, ion=ion, message_id=message_id)
+        if e is not None and e.kind is EdgeKind.MODEL:
+            return f"edge {edge!r} of ION {ion!r} carries models: publish them as a manifest"
+        return f"no edge {edge!r} in ION {ion!r} on node {self.node_id}"
 
     def consume(self, match: Callable[[Arrival], bool]) -> AsyncIterator[Arrival]:
         """What arrives (deduplicated, in order per source) and satisfies ``match``."""
@@ -508,7 +513,16 @@ class Agent:
         return frozenset({*self.config.relay.up, RETRANSMIT_FILTER, STATUS_FILTER})
 
     def _replan(self) -> None:
-        self._plan = plan_node(self._book.active(), self.config.identity)
+        active = self._book.active()
+        self._plan = plan_node(active, self.config.identity)
+        # The topic of every edge this node may send along, worked out once per definition
+        # change rather than on every message.
+        self._edge_topics = {
+            (name, e.name): topics.edge(name, e.name, Channel(e.kind.value), self.node_id)
+            for name, d in active.items()
+            for e in d.edges
+            if e.kind is not EdgeKind.MODEL
+        }
         wanted = self._wanted_subscriptions()
         for f in sorted(wanted - self._subscribed):
             self._tg.create_task(self._link.subscribe(f, 1), name=f"subscribe {f}")
