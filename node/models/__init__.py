@@ -1,0 +1,1 @@
+"""Models on a node: the artifact value, packing, chunked transfer and the per-node store."""
