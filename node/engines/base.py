@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 
 from ion.errors import IonError
 from ion.model.definition import Pipeline
+from node.runner.spec import EdgePort
 
 DEFAULT_TAIL_LINES = 50
 """How many of a job's last output lines are kept for its error report."""
@@ -48,6 +49,8 @@ class JobSpec:
     agent_socket: Path | None = None
     """The agent's local component socket, when there is one (the SDK finds it here)."""
     log_tail_lines: int = DEFAULT_TAIL_LINES
+    edges: tuple[EdgePort, ...] = ()
+    """The pipeline's ports that are ends of ION edges (the runner binds them to the SDK)."""
 
     def __post_init__(self) -> None:
         if self.log_tail_lines < 0:

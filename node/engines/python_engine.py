@@ -13,13 +13,12 @@ import asyncio
 import dataclasses
 import os
 import shutil
-import site
 import sys
-from pathlib import Path
 
 from node.runner import spec as runner_spec
 
 from .base import JobExit, JobSpec, JobStartError, JobStats
+from .jobfiles import child_env, write_runner_spec
 from .process import ChildProcess, exit_from_status
 from .procstats import read_process_stats
 
@@ -52,19 +51,14 @@ class PythonEngine:
             raise JobStartError(f"Python interpreter {self._python!r} not found or not executable")
         # Absolute: the child runs in the work dir, where a relative path would mean another.
         job = dataclasses.replace(job, work_dir=job.work_dir.absolute())
-        spec = runner_spec.RunnerSpec(job.ion, job.version, job.node_id, job.pipeline)
-        spec_path = job.work_dir / SPEC_FILE
-        try:
-            await asyncio.to_thread(_write_spec, spec, spec_path)
-        except (OSError, ValueError) as e:
-            raise JobStartError(f"cannot write {spec_path}: {e}") from e
+        spec_path = await asyncio.to_thread(write_runner_spec, job, SPEC_FILE)
         argv = [python, "-m", "node.runner", "--spec", str(spec_path)]
         child = await ChildProcess.spawn(
             argv,
             job_id=job.job_id,
             node_id=job.node_id,
             cwd=job.work_dir,
-            env=_child_env(job),
+            env=child_env(job),
             tail_lines=job.log_tail_lines,
         )
         return PythonJob(child)
@@ -102,39 +96,3 @@ class PythonJob:
                 reasons = [line for line in tail if line.strip()][-1:] or ["spec rejected"]
             return JobExit.start_failed("; ".join(reasons), tail)
         return exit_from_status(status, tail)
-
-
-def _write_spec(spec: runner_spec.RunnerSpec, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    runner_spec.write(spec, path)
-
-
-def _child_env(job: JobSpec) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "PYTHONUNBUFFERED": "1",  # output reaches the log as it is written
-            "ION_ION": job.ion,
-            "ION_PIPELINE": job.pipeline.name,
-            "ION_NODE_ID": job.node_id,
-            "ION_VERSION": str(job.version),
-            "ION_WORK_DIR": str(job.work_dir),
-        }
-    )
-    if job.agent_socket is not None:
-        env["ION_AGENT_SOCKET"] = str(job.agent_socket)
-    # The child must run the runner the agent has: a source checkout (not in site-packages) is
-    # made importable explicitly, whatever the child's working directory.
-    root = str(Path(__file__).resolve().parents[2])
-    if root not in _site_dirs():
-        parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        env["PYTHONPATH"] = os.pathsep.join([root, *(p for p in parts if p != root)])
-    env.update(job.env)
-    return env
-
-
-def _site_dirs() -> set[str]:
-    dirs = set(site.getsitepackages())
-    if site.ENABLE_USER_SITE:
-        dirs.add(site.getusersitepackages())
-    return {str(Path(d).resolve()) for d in dirs}

@@ -48,11 +48,33 @@ class SpecError(InputError):
 
 
 @dataclass(frozen=True, slots=True)
+class EdgePort:
+    """A component port of this pipeline that is one end of an ION edge.
+
+    ``direction`` is ``out`` (the port's values leave along the edge: the runner hands them to
+    the SDK) or ``in`` (the edge's messages arrive at the port: the runner reads them from the
+    SDK).  ``kind`` is the edge kind (``model``, ``data``, ``health``, ...).
+    """
+
+    edge: str
+    kind: str
+    direction: str
+    component: str
+    port: str
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("in", "out"):
+            raise ValueError(f"edge port direction must be 'in' or 'out', not {self.direction!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class RunnerSpec:
     ion: str
     version: int
     node_id: str
     pipeline: Pipeline
+    edges: tuple[EdgePort, ...] = ()
+    """The pipeline's ports that are ends of ION edges (resolved by the agent)."""
 
     @property
     def job_id(self) -> str:
@@ -66,6 +88,16 @@ def dumps(spec: RunnerSpec) -> str:
         "version": spec.version,
         "node_id": spec.node_id,
         "pipeline": _pipeline_to_json(spec.pipeline),
+        "edges": [
+            {
+                "edge": e.edge,
+                "kind": e.kind,
+                "direction": e.direction,
+                "component": e.component,
+                "port": e.port,
+            }
+            for e in spec.edges
+        ],
     }
     return json.dumps(doc, indent=2, allow_nan=True) + "\n"
 
@@ -83,9 +115,28 @@ def loads(text: str) -> RunnerSpec:
         version=r.get_int("version"),
         node_id=r.get_str("node_id"),
         pipeline=_pipeline_from_json(r.get_obj("pipeline")),
+        edges=tuple(
+            _edge_from_json(e, f"spec.edges[{i}]") for i, e in enumerate(r.get_list("edges"))
+        ),
     )
     r.done()
     return spec
+
+
+def _edge_from_json(doc: Any, where: str) -> EdgePort:
+    r = _Reader(doc, where)
+    try:
+        port = EdgePort(
+            edge=r.get_str("edge"),
+            kind=r.get_str("kind"),
+            direction=r.get_str("direction"),
+            component=r.get_str("component"),
+            port=r.get_str("port"),
+        )
+    except ValueError as e:
+        raise SpecError(f"{where}: {e}") from e
+    r.done()
+    return port
 
 
 def write(spec: RunnerSpec, path: Path) -> None:
