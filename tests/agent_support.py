@@ -56,7 +56,10 @@ def ticker(name: str, nodes: tuple[str, ...], rate: float = 1.0) -> Pipeline:
 
 
 def two_node_ion(name: str, source: str, target: str) -> IonDefinition:
-    """``producer`` on ``source`` sends data along edge ``feed`` to ``consumer`` on ``target``."""
+    """``producer`` on ``source`` sends data along edge ``feed`` to ``consumer`` on ``target``.
+
+    The edge's ends name no component of the pipelines (``api``), so the pipelines' runners do
+    not use it: only the test's ``Agent.emit`` calls send along it."""
     return IonDefinition(
         name=name,
         pipelines=(ticker("producer", (source,)), ticker("consumer", (target,))),
@@ -64,8 +67,8 @@ def two_node_ion(name: str, source: str, target: str) -> IonDefinition:
             Edge(
                 "feed",
                 EdgeKind.DATA,
-                Endpoint("producer", "src", "out"),
-                (Endpoint("consumer", "sink", "in"),),
+                Endpoint("producer", "api", "out"),
+                (Endpoint("consumer", "api", "in"),),
             ),
         ),
     )

@@ -38,10 +38,15 @@ from node.pipelines.lifecycle import (
     Trigger,
 )
 from node.reconcile import PipelineKey
+from node.runner.spec import EdgePort
 
 log = logging.getLogger(__name__)
 
 ReportCallback = Callable[[PipelineKey, Pipeline | None, StateReport], None]
+JobEnv = Callable[[PipelineKey], Mapping[str, str]]
+"""Extra environment for a job about to start (e.g. its local-socket token)."""
+JobEdges = Callable[[PipelineKey], tuple[EdgePort, ...]]
+JobEnded = Callable[[PipelineKey], None]
 _DONE = {State.STOPPED, State.KILLED, State.PENDING}
 
 
@@ -65,9 +70,15 @@ class PipelineSupervisor:
         task_group: asyncio.TaskGroup,
         on_report: ReportCallback,
         agent_socket: Path | None = None,
+        job_env: JobEnv | None = None,
+        job_edges: JobEdges | None = None,
+        on_job_end: JobEnded | None = None,
         stop_grace_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._job_env = job_env
+        self._job_edges = job_edges
+        self._on_job_end = on_job_end
         self._node_id = node_id
         self._work_root = work_root
         self._engines = engines
@@ -183,10 +194,13 @@ class PipelineSupervisor:
             work_dir=work_dir,
             version=version,
             agent_socket=self._socket,
+            env=dict(self._job_env(key)) if self._job_env is not None else {},
+            edges=self._job_edges(key) if self._job_edges is not None else (),
         )
         try:
             job = await engine.start(job_spec)
         except JobStartError as exc:
+            self._job_ended(key)
             self._feed(key, StartFailed(run, exc.reason))
             return
         entry = self._entries.get(key)
@@ -199,11 +213,17 @@ class PipelineSupervisor:
             # The agent is going away: the job must not outlive it.
             await asyncio.shield(job.stop(min(self._grace, 5.0)))
             raise
+        finally:
+            self._job_ended(key)
         entry = self._entries.get(key)
         if entry is not None and entry.job is job:
             entry.job = None
         log.info("pipeline %s/%s run %d ended: %s", key[0], key[1], run, exit_.describe())
         self._feed(key, Exited(run, exit_))
+
+    def _job_ended(self, key: PipelineKey) -> None:
+        if self._on_job_end is not None:
+            self._on_job_end(key)
 
     async def _stop_job(self, job: RunningJob, grace: float) -> None:
         await job.stop(grace)

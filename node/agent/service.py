@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -49,6 +53,7 @@ from ion.wire.codec import encode
 from node.config import NodeConfig
 from node.engines.base import Engine
 from node.inbox.dedup import DedupConfig
+from node.inbox.pending import PendingInbox
 from node.inbox.sequence import RequestRetransmit
 from node.link.base import (
     IncomingMessage,
@@ -59,14 +64,18 @@ from node.link.base import (
     OutgoingMessage,
     Will,
 )
+from node.local.server import LocalServer
 from node.outbox.classes import TrafficClass
 from node.outbox.policy import OutboundItem, Rejected
 from node.outbox.store import OutboxStore
 from node.pipelines.lifecycle import StateReport
 from node.reconcile import DefinitionBook, NodePlan, PipelineKey, plan_node
+from node.runner.spec import EdgePort
 
+from .edgeports import IonEdges, resolve_edges
 from .envelopes import Sequencer, sequenced, traffic_class_of
 from .pipelines import PipelineSupervisor
+from .port import LocalPort
 from .receiver import Arrival, Receiver
 from .relay import Relay
 from .sender import Sender
@@ -86,6 +95,16 @@ def default_link_factory(**kwargs: Any) -> MqttLink:
     from node.link.aiomqtt_link import AiomqttLink
 
     return AiomqttLink(**kwargs)
+
+
+def local_socket_path(data_dir: Path) -> Path:
+    """``DATA_DIR/agent.sock``, or a short path under the temp dir when that is too long for a
+    Unix socket address (107 bytes on Linux)."""
+    path = data_dir.absolute() / "agent.sock"
+    if len(os.fsencode(path)) <= 100:
+        return path
+    digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"ion-agent-{digest}.sock"
 
 
 def default_engines() -> dict[str, Engine]:
@@ -124,6 +143,7 @@ class Agent:
         self._ready = False
         self._relay: Relay | None = None
         self._edge_topics: dict[tuple[str, str], str] = {}
+        self._ion_edges: dict[str, IonEdges] = {}
         self.failed = asyncio.Event()  # set when the node cannot work (e.g. refused login)
         self.started_ms = 0
 
@@ -172,12 +192,26 @@ class Agent:
                 dedup=DedupConfig(max_ids=cfg.dedup_window),
                 sequence=cfg.ordering,
             )
+            self._pending = stack.enter_context(PendingInbox(cfg.data_dir / "inbox.db"))
+            self._port = LocalPort(
+                node_id=self.node_id,
+                publish=self.publish,
+                edges_of=self._ion_edges.get,
+                pending=self._pending,
+                models=getattr(self, "_models", None),
+            )
+            self._server = LocalServer(local_socket_path(cfg.data_dir), self._port)
+            await stack.enter_async_context(self._server)
             self._pipelines = PipelineSupervisor(
                 node_id=self.node_id,
                 work_root=cfg.data_dir / "work",
                 engines=self._engines,
                 task_group=self._tg,
                 on_report=self._on_pipeline_report,
+                agent_socket=self._server.path,
+                job_env=self._job_env,
+                job_edges=self._job_edges,
+                on_job_end=lambda key: self._port.revoke(*key),
             )
             if cfg.relay is not None and cfg.upstream is not None:
                 self._relay = Relay(
@@ -485,9 +519,38 @@ class Agent:
         elif kind in (TopicKind.EDGE, TopicKind.MODEL_MANIFEST, TopicKind.MODEL_CHUNKS):
             if topic.channel is Channel.TRIGGER and self._plan is not None:
                 self._on_trigger(topic.ion, topic.edge)
+            elif kind is TopicKind.EDGE and not arrival.duplicate:
+                self._keep_for_pipelines(arrival)
             for match, queue in self._consumers:
                 if match(arrival):
                     queue.put_nowait(arrival)
+
+    def _keep_for_pipelines(self, arrival: Arrival) -> None:
+        """Edge traffic for pipelines of this node waits in the pending inbox until handled."""
+        topic, plan = arrival.topic, self._plan
+        edges = self._ion_edges.get(topic.ion)
+        edge = edges.edges.get(topic.edge) if edges is not None else None
+        if edge is None or plan is None:
+            return
+        payload: bytes | None = None
+        for target in edge.targets:
+            key = (topic.ion, target.pipeline)
+            if key not in plan.pipelines:
+                continue
+            if payload is None:
+                payload = encode(arrival.envelope)
+            env = arrival.envelope
+            if self._pending.add(key[0], key[1], edge.name, env.message_id, payload):
+                self._port.notify(*key)
+
+    def _job_env(self, key: PipelineKey) -> dict[str, str]:
+        env = {"ION_AGENT_TOKEN": self._port.issue_token(*key)}
+        env["ION_BROKER_URL"] = self.config.broker.url
+        return env
+
+    def _job_edges(self, key: PipelineKey) -> tuple[EdgePort, ...]:
+        edges = self._ion_edges.get(key[0])
+        return edges.ports.get(key[1], ()) if edges is not None else ()
 
     def _on_definition(self, item: IonDefinition | IonDeleted) -> None:
         offer = self._book.offer(item)
@@ -514,7 +577,14 @@ class Agent:
 
     def _replan(self) -> None:
         active = self._book.active()
+        previous = set(self._plan.pipelines) if self._plan is not None else set()
         self._plan = plan_node(active, self.config.identity)
+        self._ion_edges = {name: resolve_edges(d) for name, d in active.items()}
+        self._port_edges_changed()
+        for ion, pipeline in previous - set(self._plan.pipelines):
+            dropped = self._pending.forget_pipeline(ion, pipeline)
+            if dropped:
+                log.info("%s/%s no longer runs here: %d pending dropped", ion, pipeline, dropped)
         # The topic of every edge this node may send along, worked out once per definition
         # change rather than on every message.
         self._edge_topics = {
@@ -532,6 +602,10 @@ class Agent:
         versions = self._plan.ion_versions
         self._pipelines.apply({k: (p, versions[k[0]]) for k, p in self._plan.pipelines.items()})
         self._publish_status_soon()
+
+    def _port_edges_changed(self) -> None:
+        # The port looks edges up through a bound method of the dict it was given.
+        self._port.set_edges(self._ion_edges.get)
 
     def _on_trigger(self, ion: str, edge_name: str) -> None:
         definition = self._book.active().get(ion)

@@ -22,6 +22,7 @@ from types import FrameType
 from ion.model.definition import PipelineMode
 
 from .component import StopSignal
+from .edges import EdgeIO, SdkEdgeIO
 from .graph import (
     ComponentFailedError,
     Plan,
@@ -46,7 +47,16 @@ from .spec import (
 log = logging.getLogger("node.runner")
 
 
-def main(argv: Sequence[str] | None = None, registry: Registry | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    registry: Registry | None = None,
+    *,
+    engine: str = "python",
+    edge_io: EdgeIO | None = None,
+) -> int:
+    """Run the pipeline of ``--spec``; ``engine`` is what this runner runs (the spark and
+    tensorflow drivers call this with their own registry and engine name).  Edges and
+    telemetry go through ``edge_io`` (default: the SDK)."""
     parser = argparse.ArgumentParser(
         prog="python -m node.runner", description="Run one ION pipeline in this process."
     )
@@ -64,15 +74,22 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None) ->
     with StopSignal() as stop:
         _on_stop_signals(stop, first=spec.pipeline.mode is PipelineMode.BATCH, again=True)
         try:
-            plan = build_plan(spec, registry or Registry(), stop, work_dir)
+            plan = build_plan(spec, registry or Registry(), stop, work_dir, engine)
         except PlanError as e:
             return _rejected(e.problems)
         except Terminated:
             return EXIT_TERMINATED
-        return _execute(plan, stop)
+        io = edge_io if edge_io is not None else SdkEdgeIO()
+        try:
+            return _execute(plan, stop, io)
+        finally:
+            try:
+                io.close()
+            except Exception:
+                log.exception("closing the pipeline's SDK connection failed")
 
 
-def _execute(plan: Plan, stop: StopSignal) -> int:
+def _execute(plan: Plan, stop: StopSignal, io: EdgeIO) -> int:
     pipeline = plan.spec.pipeline
     log.info(
         "%s: running %s pipeline (ION version %d): %s",
@@ -83,9 +100,9 @@ def _execute(plan: Plan, stop: StopSignal) -> int:
     )
     try:
         if pipeline.mode is PipelineMode.BATCH:
-            run_batch(plan, stop)
+            run_batch(plan, stop, io)
         else:
-            run_streaming(plan, stop)
+            run_streaming(plan, stop, io)
     except Terminated:
         log.warning("%s: interrupted by a stop request", plan.spec.job_id)
         return EXIT_TERMINATED

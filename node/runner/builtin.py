@@ -207,7 +207,28 @@ class JsonlSink(Component):
             self._file.close()
 
 
+class ModelSubscriber(Component):
+    """The target of an ION model edge: hands the model versions the agent activates to the
+    components bound to its ``model`` output (a ``ModelFeed`` in streaming pipelines, the
+    active model in batch ones)."""
+
+    input_ports = ("model",)
+    output_ports = ("model",)
+
+    def __init__(self, args: Args, ctx: Context) -> None:
+        super().__init__(args, ctx)
+        # Accepted for the catalog's sake; the scorer itself loads and checks each version.
+        self.warmup = args.get_bool("warmup", False)
+
+    def feeds(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return {"model": inputs["model"]}
+
+    def run(self, inputs: Mapping[str, Any]) -> Any:
+        return inputs["model"]
+
+
 BUILTINS: Mapping[str, ComponentFactory] = {
+    "model_subscriber": ModelSubscriber,
     "counter_source": CounterSource,
     "scale": Scale,
     "sleep": Sleep,

@@ -25,8 +25,9 @@ from typing import Any
 from ion.model.definition import Component, PipelineMode
 
 from .component import Args, ArgsError, ComponentFactory, Context, StopSignal, ports_of
+from .edges import EdgeIO
 from .registry import ComponentLoadError, Registry, UnknownComponentError
-from .spec import RunnerSpec
+from .spec import EdgePort, RunnerSpec
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +96,18 @@ def topological_order(components: Iterable[Component]) -> tuple[list[Component],
     return order, [c.name for c in pending]
 
 
-def build_plan(spec: RunnerSpec, registry: Registry, stop: StopSignal, work_dir: Path) -> Plan:
-    """Check the pipeline and construct its components; PlanError lists every problem."""
+def build_plan(
+    spec: RunnerSpec, registry: Registry, stop: StopSignal, work_dir: Path, engine: str = "python"
+) -> Plan:
+    """Check the pipeline and construct its components; PlanError lists every problem.
+
+    ``engine`` is the engine this runner runs for (the spark and tensorflow drivers run the
+    same runner with their own components)."""
     pipeline = spec.pipeline
     problems: list[str] = []
-    if pipeline.engine != "python":
+    if pipeline.engine != engine:
         problems.append(f"pipeline {pipeline.name!r} is for engine {pipeline.engine!r}")
+    edge_fed = {(p.component, p.port) for p in spec.edges if p.direction == "in"}
     if not pipeline.components:
         problems.append(f"pipeline {pipeline.name!r} has no components")
     by_name: dict[str, Component] = {}
@@ -148,7 +155,7 @@ def build_plan(spec: RunnerSpec, registry: Registry, stop: StopSignal, work_dir:
         problems.extend(
             f"component {c.name!r}: input port {port!r} is not bound"
             for port in required
-            if port not in bound
+            if port not in bound and (c.name, port) not in edge_fed
         )
 
     order, cyclic = topological_order(pipeline.components)
@@ -168,7 +175,9 @@ def build_plan(spec: RunnerSpec, registry: Registry, stop: StopSignal, work_dir:
             version=spec.version,
             mode=pipeline.mode,
             work_dir=work_dir,
-            bound_inputs=frozenset(b.port for b in c.inputs),
+            bound_inputs=frozenset(
+                [b.port for b in c.inputs] + [p for n, p in edge_fed if n == c.name]
+            ),
             log=logging.getLogger(f"component.{c.name}"),
             stop_signal=stop,
         )
@@ -190,19 +199,88 @@ def build_plan(spec: RunnerSpec, registry: Registry, stop: StopSignal, work_dir:
     return Plan(spec, tuple(steps))
 
 
-def run_batch(plan: Plan, stop: StopSignal) -> None:
+def _edge_ports(plan: Plan, direction: str) -> dict[tuple[str, str], EdgePort]:
+    return {(p.component, p.port): p for p in plan.spec.edges if p.direction == direction}
+
+
+class _Outlet:
+    """Sends what leaves through edge ports, and telemetry from ports nobody reads."""
+
+    def __init__(self, plan: Plan, io: EdgeIO | None) -> None:
+        self._io = io
+        self._out = _edge_ports(plan, "out")
+        self._consumed = {
+            (b.from_component, b.from_port) for s in plan.steps for b in s.component.inputs
+        }
+        self.reported = 0
+
+    def __call__(self, step: Step, port: str, value: Any) -> None:
+        if self._io is None or value is None:
+            return
+        key = (step.name, port)
+        edge = self._out.get(key)
+        try:
+            if edge is not None:
+                self._io.send(step.name, edge, value)
+            elif key not in self._consumed and port in _TELEMETRY_PORTS:
+                for item in value if isinstance(value, list | tuple) else (value,):
+                    if self._io.telemetry(step.name, item):
+                        self.reported += 1
+        except Exception as e:
+            raise ComponentFailedError(step.component, e) from e
+
+
+# Output ports whose values are reported as the pipeline's telemetry when nothing reads them.
+_TELEMETRY_PORTS = frozenset({"stats", "health", "events"})
+
+
+def _edge_inputs(
+    plan: Plan, step: Step, io: EdgeIO | None, stop: StopSignal, *, streaming: bool
+) -> dict[str, Any]:
+    """The inputs of ``step`` that ION edges feed."""
+    inputs: dict[str, Any] = {}
+    for (component, port), edge in _edge_ports(plan, "in").items():
+        if component != step.name:
+            continue
+        if io is None:
+            raise ComponentFailedError(
+                step.component, RuntimeError(f"input {port!r} reads edge {edge.edge!r}: no SDK")
+            )
+        if edge.kind == "model":
+            feed = io.model_feed(edge, stop)
+            if streaming:
+                inputs[port] = feed
+            else:
+                log.info("waiting for a model on edge %s", edge.edge)
+                inputs[port] = feed.wait(None)
+                if inputs[port] is None:
+                    raise Terminated
+        elif streaming:
+            inputs[port] = io.stream(edge, stop)
+        else:
+            raise ComponentFailedError(
+                step.component,
+                RuntimeError(f"a batch pipeline cannot read the {edge.kind} edge {edge.edge!r}"),
+            )
+    return inputs
+
+
+def run_batch(plan: Plan, stop: StopSignal, io: EdgeIO | None = None) -> None:
     """Call each component's ``run`` once, in order, passing upstream outputs."""
     consumed = {(b.from_component, b.from_port) for s in plan.steps for b in s.component.inputs}
+    outlet = _Outlet(plan, io)
     values: dict[tuple[str, str], Any] = {}
     for step in plan.steps:
         if stop.is_set():
             raise Terminated
         inputs = {b.port: values[(b.from_component, b.from_port)] for b in step.component.inputs}
+        inputs.update(_edge_inputs(plan, step, io, stop, streaming=False))
         log.info("running component %s (%s)", step.name, step.component.type)
         result = _call(step, step.instance.run, inputs)
         outputs = step.output_ports
         if len(outputs) == 1:
             values[(step.name, outputs[0])] = result
+            outlet(step, outputs[0], result)
         elif len(outputs) > 1:
             if not isinstance(result, Mapping) or not set(result) <= set(outputs):
                 raise ComponentFailedError(
@@ -215,22 +293,36 @@ def run_batch(plan: Plan, stop: StopSignal) -> None:
                         step.component, KeyError(f"run() returned no value for port {port!r}")
                     )
                 values[(step.name, port)] = result.get(port)
+                outlet(step, port, result.get(port))
 
 
-def run_streaming(plan: Plan, stop: StopSignal) -> None:
-    """Wire the components' iterators together and pull from the sinks until all end."""
+def run_streaming(plan: Plan, stop: StopSignal, io: EdgeIO | None = None) -> None:
+    """Wire the components' iterators together and pull from the sinks until all end.
+
+    A component with a ``feeds(inputs)`` method (``model_subscriber``) provides model feeds,
+    not a stream: components bound to its outputs get the feed objects themselves."""
     consumed = {b.from_component for s in plan.steps for b in s.component.inputs}
+    outlet = _Outlet(plan, io)
     fanouts: dict[str, _Fanout] = {}
+    feeds: dict[tuple[str, str], Any] = {}
     sinks: list[Iterator[Any]] = []
     opened: list[Iterator[Any]] = []
     try:
         for step in plan.steps:
             inputs = {
-                b.port: fanouts[b.from_component].subscribe(b.from_port)
+                b.port: feeds[(b.from_component, b.from_port)]
+                if (b.from_component, b.from_port) in feeds
+                else fanouts[b.from_component].subscribe(b.from_port)
                 for b in step.component.inputs
             }
+            inputs.update(_edge_inputs(plan, step, io, stop, streaming=True))
+            provide = getattr(step.instance, "feeds", None)
+            if callable(provide):
+                provided = _call(step, provide, inputs)
+                feeds.update({(step.name, port): f for port, f in dict(provided).items()})
+                continue
             out = _call(step, step.instance.stream, inputs)
-            it: Iterator[Any] = _guard(step, _as_iterator(step, out))
+            it: Iterator[Any] = _tap(step, _guard(step, _as_iterator(step, out)), outlet)
             if not step.component.inputs:
                 it = _until_stopped(it, stop)
             opened.append(it)
@@ -296,6 +388,19 @@ def _guard(step: Step, it: Iterator[Any]) -> Iterator[Any]:
         raise
     except Exception as e:
         raise ComponentFailedError(step.component, e) from e
+
+
+def _tap(step: Step, it: Iterator[Any], outlet: _Outlet) -> Iterator[Any]:
+    """Hands every item to ``outlet`` (edges, telemetry) on its way downstream."""
+    multi = len(step.output_ports) > 1
+    single = step.output_ports[0] if len(step.output_ports) == 1 else ""
+    for item in it:
+        if multi:
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                outlet(step, item[0], item[1])
+        elif single:
+            outlet(step, single, item)
+        yield item
 
 
 def _until_stopped(it: Iterator[Any], stop: StopSignal) -> Iterator[Any]:

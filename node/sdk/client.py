@@ -34,6 +34,7 @@ from ion.errors import IonError, UnavailableError
 from ion.model.event import DataRecords, Event, Severity
 from ion.model.health import HealthReport, Metric, StatsReport, Table, TimeSeries
 from ion.model.messages import Body, Envelope, new_envelope
+from node.models.artifact import ModelArtifact, ModelFeed
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -287,6 +288,25 @@ class Client(abc.ABC):
             columns=tuple(columns), values=tuple(values), timestamps_ms=tuple(timestamps_ms)
         )
         self._send(edge, body, wait=wait)
+
+    def publish_model(
+        self, edge: str, artifact: ModelArtifact, *, timeout: float | None = DEFAULT_TIMEOUT_S
+    ) -> None:
+        """Publish a trained model (a file or directory on this machine) along the model edge
+        ``edge``; returns once the agent has packed and queued it."""
+        from .models import manifest_for
+
+        body = manifest_for(
+            artifact, ion=self.identity.ion, edge=edge, pipeline=self.identity.pipeline
+        )
+        self.emit(edge, body, timeout=timeout)
+
+    def model_feed(self, edge: str, *, stop: StopFlag | None = None) -> ModelFeed:
+        """Follow the model versions the agent activates on the model edge ``edge`` (see
+        ``node.sdk.models``)."""
+        from .models import FeedFollower
+
+        return FeedFollower(self, edge, stop)
 
     def _send(self, edge: str, body: Body, *, wait: bool) -> None:
         if wait:

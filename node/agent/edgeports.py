@@ -1,0 +1,65 @@
+"""Which component ports of each pipeline are ends of ION edges, worked out once per definition.
+
+Authors may write an edge end as ``pipeline`` or ``pipeline.component``; the validator resolves
+the short forms against the component catalog (``ion.validate``).  The agent does the same
+when a definition arrives, so the runner gets every edge end as a concrete
+``(component, port)`` and the local socket knows which edges a pipeline may use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ion.catalog import Catalog, builtin_catalog
+from ion.model.definition import Edge, EdgeKind, IonDefinition
+from ion.validate.core import validate_ion
+from node.runner.spec import EdgePort
+
+_CATALOG: Catalog | None = None
+
+
+def _catalog() -> Catalog:
+    global _CATALOG  # noqa: PLW0603 - built once, lazily: entry points are read on first use
+    if _CATALOG is None:
+        _CATALOG = builtin_catalog().with_entry_points()
+    return _CATALOG
+
+
+@dataclass(frozen=True, slots=True)
+class IonEdges:
+    """One definition's edges, resolved, and the edge ends per pipeline."""
+
+    edges: Mapping[str, Edge] = field(default_factory=dict)
+    ports: Mapping[str, tuple[EdgePort, ...]] = field(default_factory=dict)
+    """pipeline name -> its ports that are edge ends (sources and targets)."""
+
+    def outgoing(self, pipeline: str) -> tuple[Edge, ...]:
+        return tuple(e for e in self.edges.values() if e.source.pipeline == pipeline)
+
+    def incoming(self, pipeline: str) -> tuple[Edge, ...]:
+        return tuple(
+            e for e in self.edges.values() if any(t.pipeline == pipeline for t in e.targets)
+        )
+
+
+def resolve_edges(definition: IonDefinition, catalog: Catalog | None = None) -> IonEdges:
+    report = validate_ion(definition, catalog=catalog or _catalog())
+    # An edge the validator could not resolve (it was applied with an unknown component, say)
+    # keeps its short form: telemetry still flows, port binding skips it.
+    resolved = {e.name: e for e in report.resolved_edges} or {}
+    edges = {e.name: resolved.get(e.name, e) for e in definition.edges}
+    ports: dict[str, list[EdgePort]] = {}
+    for e in edges.values():
+        if e.kind is EdgeKind.TRIGGER:
+            continue
+        if e.source.component and e.source.port:
+            ports.setdefault(e.source.pipeline, []).append(
+                EdgePort(e.name, e.kind.value, "out", e.source.component, e.source.port)
+            )
+        for t in e.targets:
+            if t.component and t.port:
+                ports.setdefault(t.pipeline, []).append(
+                    EdgePort(e.name, e.kind.value, "in", t.component, t.port)
+                )
+    return IonEdges(edges, {p: tuple(v) for p, v in ports.items()})

@@ -1,0 +1,140 @@
+"""Models through the SDK: publish one along a model edge, follow the versions of another.
+
+Publishing names a file or directory on this machine; the agent packs, hashes, chunks and
+publishes it (the bytes never cross the local socket).  Following a model edge gives a
+``ModelFeed``: a background thread takes each newly activated version from the agent (a
+manifest whose ``local_path`` annotation says where the agent unpacked it), and the component
+reads the newest with ``latest()`` between two batches: a hot swap, no restart.  Whether the
+component could load it goes back as a ``model.accepted`` / ``model.rejected`` event, on which
+the agent keeps or rolls back the version.
+
+Standalone (no agent), the feed reads ``Delivery`` lines of ``ION_SDK_INPUT`` like any
+subscription, so a pipeline can be tested with a model on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ion.errors import IonError
+from ion.model.health import Metric
+from ion.model.manifest import ModelManifest
+from ion.model.messages import Envelope
+from node.models.artifact import ModelArtifact
+
+if TYPE_CHECKING:
+    from .client import Client, StopFlag
+
+log = logging.getLogger(__name__)
+
+LOCAL_PATH = "local_path"
+
+
+def manifest_for(artifact: ModelArtifact, *, ion: str, edge: str, pipeline: str) -> ModelManifest:
+    """The request to publish ``artifact``: a manifest without id or chunks (the agent fills
+    them in) whose ``local_path`` annotation names the artifact."""
+    return ModelManifest(
+        model_id="",
+        version="",
+        ion=ion,
+        edge=edge,
+        producer_pipeline=pipeline,
+        format=artifact.format,
+        file_name=artifact.path.name,
+        metrics=tuple(Metric(k, float(v)) for k, v in artifact.metrics.items()),
+        baseline=artifact.baseline,
+        annotations={**artifact.annotations, LOCAL_PATH: str(Path(artifact.path).absolute())},
+    )
+
+
+def artifact_of(manifest: ModelManifest) -> ModelArtifact | None:
+    """The local model a delivered manifest describes (None without a ``local_path``)."""
+    path = manifest.annotations.get(LOCAL_PATH, "")
+    if not path:
+        return None
+    return ModelArtifact(
+        path=Path(path),
+        format=manifest.format,
+        metrics={m.name: m.value for m in manifest.metrics},
+        baseline=manifest.baseline,
+        annotations={k: v for k, v in manifest.annotations.items() if k != LOCAL_PATH},
+        model_id=manifest.model_id,
+        version=manifest.version,
+    )
+
+
+class FeedFollower:
+    """A ``ModelFeed`` fed by a subscription to one model edge (see the module docstring)."""
+
+    def __init__(self, client: Client, edge: str, stop: StopFlag | None = None) -> None:
+        self._client = client
+        self.edge = edge
+        self._stop = stop
+        self._cond = threading.Condition()
+        self._latest: ModelArtifact | None = None
+        self._closed = False
+        self._items: Iterator[tuple[str, Envelope]] = client.subscribe([edge], window=1, stop=stop)
+        self._thread = threading.Thread(target=self._follow, name=f"ion-model-{edge}", daemon=True)
+        self._thread.start()
+
+    def latest(self) -> ModelArtifact | None:
+        with self._cond:
+            return self._latest
+
+    def wait(self, timeout: float | None = None) -> ModelArtifact | None:
+        with self._cond:
+            self._cond.wait_for(
+                lambda: (
+                    self._latest is not None
+                    or self._closed
+                    or (self._stop is not None and self._stop.is_set())
+                ),
+                timeout,
+            )
+            return self._latest
+
+    def accepted(self, artifact: ModelArtifact, ok: bool, detail: str = "") -> None:
+        kind = "model.accepted" if ok else "model.rejected"
+        message = detail or (
+            f"model {artifact.version or artifact.model_id[:12]} "
+            f"{'loaded' if ok else 'could not be loaded'}"
+        )
+        try:
+            self._client.emit_event(
+                kind,
+                message,
+                "info" if ok else "error",
+                {"edge": self.edge, "model_id": artifact.model_id, "version": artifact.version},
+            )
+        except IonError as exc:
+            log.warning("could not report %s for %s: %s", kind, artifact.model_id[:12], exc)
+
+    def _follow(self) -> None:
+        try:
+            for _edge, envelope in self._items:
+                body = envelope.body
+                if not isinstance(body, ModelManifest):
+                    continue
+                artifact = artifact_of(body)
+                if artifact is None:
+                    log.warning("model %s arrived without a local path", body.model_id[:12])
+                    continue
+                with self._cond:
+                    self._latest = artifact
+                    self._cond.notify_all()
+                log.info(
+                    "model %s version %s is available on %s",
+                    artifact.model_id[:12],
+                    artifact.version,
+                    self.edge,
+                )
+        except IonError as exc:
+            log.warning("model feed %s ended: %s", self.edge, exc)
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
