@@ -92,6 +92,12 @@ async def bench(broker: Any, tmp: Path, args: argparse.Namespace) -> None:
             cpu.stop()
             lived = await asyncio.to_thread(sink.wait, LIVE, sent_live, 30)
             watched = await asyncio.to_thread(watcher.latencies, LIVE)
+            pacing = a.sender.pacing
+            print(
+                f"  pacing: {pacing.held_rounds} round(s) held the backlog; streams "
+                f"{ {k: (v.sent, v.receivers) for k, v in pacing._streams.items()} }",
+                flush=True,
+            )
             mqtt = a.sender.published - published0
             per_message = (a.sender.items_acked - items0) / max(1, mqtt)
         ab.check_complete("backlog", got, args.backlog)

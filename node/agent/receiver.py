@@ -59,7 +59,12 @@ class Receiver:
         clock: Callable[[], int],
         dedup: DedupConfig | None = None,
         sequence: SequenceConfig | None = None,
+        before_remember: Callable[[], None] | None = None,
     ) -> None:
+        # Called after arrivals were handed on and before their ids are remembered as seen:
+        # whoever keeps arrivals durably (the pending inbox) writes them here, so a crash
+        # between the two can only make a message come again, never lose it.
+        self._before_remember = before_remember
         self._store = store
         self._node_id = node_id
         self._on_arrival = on_arrival
@@ -72,6 +77,8 @@ class Receiver:
         )
         self.counters: Counter[str] = Counter()
         self._held_ids: set[str] = set()  # bounded by the tracker's max_held
+        # (source, stream) -> highest sequence handed on since the last ``take_progress``.
+        self._progress: dict[tuple[str, str], int] = {}
         self._logged: set[str] = set()
 
     # -- the hot path ----------------------------------------------------------------------------
@@ -126,6 +133,8 @@ class Receiver:
         if delivered:
             # Remembered only once handled: a message held back for ordering and lost in a
             # crash must not be refused as a duplicate when it is sent again.
+            if self._before_remember is not None:
+                self._before_remember()
             self._store.inbox_remember(delivered, trim_for(self._dedup, now))
 
     def _act(self, actions: Sequence[object]) -> list[str]:
@@ -137,7 +146,11 @@ class Receiver:
                     if arrival.duplicate:
                         self.counters["duplicate"] += 1
                         continue
-                    self._held_ids.discard(arrival.envelope.message_id)
+                    e = arrival.envelope
+                    self._held_ids.discard(e.message_id)
+                    self._progress[(e.source_node, e.stream or topic_string(arrival.topic))] = (
+                        e.sequence
+                    )
                     self.counters["delivered"] += 1
                     self._on_arrival(arrival)
                     delivered.append(arrival.envelope.message_id)
@@ -159,11 +172,19 @@ class Receiver:
 
     # -- periodic ------------------------------------------------------------------------------
 
+    def take_progress(self) -> dict[tuple[str, str], int]:
+        """(source, stream) -> the highest sequence handed on since the last call (for the
+        ``DeliveryAck``s that pace senders; see ``node.outbox.pacing``)."""
+        progress, self._progress = self._progress, {}
+        return progress
+
     def tick(self) -> None:
         """Retry retransmit requests, give up on old gaps, persist the stream floors."""
         now = self._clock()
         delivered = self._act(self._tracker.tick(now))
         if delivered:
+            if self._before_remember is not None:
+                self._before_remember()
             self._store.inbox_remember(delivered, trim_for(self._dedup, now))
         self._store.save_stream_floors(self._tracker.floors())
 

@@ -20,7 +20,9 @@ from ion import topics
 from ion.model.messages import new_message_id
 from ion.wire.batch import batch_payload
 from node.link.base import LinkDown, LinkState, MqttLink
-from node.outbox.policy import SendScheduler
+from node.outbox.classes import TrafficClass
+from node.outbox.pacing import ReceiverPacing
+from node.outbox.policy import ClassQueue, SendScheduler
 from node.outbox.store import OutboxStore
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,9 @@ class Sender:
         window: int,
         task_group: asyncio.TaskGroup,
         clock: Callable[[], int] = wall_ms,
+        pacing: ReceiverPacing | None = None,
     ) -> None:
+        self.pacing = pacing or ReceiverPacing()
         self._store = store
         self._link = link
         self._node_id = node_id
@@ -97,6 +101,7 @@ class Sender:
                     if backlog_until is None:  # back before we saw it go
                         backlog_until = self._store.newest_id()
                     self._scheduler.link_up(backlog_until)
+                    self.pacing.link_up(self._clock())
                 free = self._window - self._in_flight
                 sent = self._send_round(free) if free > 0 else 0
             if sent == 0:
@@ -112,18 +117,47 @@ class Sender:
         if not queues:
             return 0
         now = self._clock()
+        # Only an outage's backlog is paced; with no outage behind us everything is FIFO.
+        budgets = (
+            self.pacing.budgets((p.topic for q in queues.values() for p in q.backlog), now)
+            if self._scheduler.live_after_id is not None
+            else None
+        )
+        if budgets:
+            # Receivers acknowledge what they handle: send no more of a stream's backlog (never
+            # holding live traffic) than keeps them within the bound, so what is live now
+            # does not queue behind the backlog at their end.  An agent's stream is its topic.
+            trimmed: dict[TrafficClass, ClassQueue] = {}
+            for c, q in queues.items():
+                backlog = []
+                for p in q.backlog:
+                    left = budgets.get(p.topic)
+                    if left is None:
+                        backlog.append(p)
+                    elif left > 0:
+                        backlog.append(p)
+                        budgets[p.topic] = left - 1
+                if backlog or q.live:
+                    trimmed[c] = ClassQueue(backlog, q.live)
+            if not trimmed:
+                self.pacing.held_rounds += 1
+                return 0
+            queues = trimmed
         plan = self._scheduler.next_sends(queues, free, now)
         if plan.expired:
             self._store.expire(list(plan.expired))
         if not plan.sends:
             return 0
-        payloads = self._store.take([i for s in plan.sends for i in s.ids])
+        taken = self._store.take([i for s in plan.sends for i in s.ids])
         count = 0
         for send in plan.sends:
-            ids = [i for i in send.ids if i in payloads]
+            ids = [i for i in send.ids if i in taken]
             if not ids:
                 continue
-            payload = self._payload([payloads[i] for i in ids], now)
+            last = taken[ids[-1]]
+            if last[2]:
+                self.pacing.sent(last[1], last[2])
+            payload = self._payload([taken[i][0] for i in ids], now)
             self._in_flight += 1
             count += 1
             self._tg.create_task(

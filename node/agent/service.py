@@ -37,6 +37,7 @@ from ion.model.definition import EdgeKind, IonDefinition, IonDeleted, Pipeline
 from ion.model.messages import (
     Command,
     CommandResult,
+    DeliveryAck,
     Event,
     LinkStatus,
     NodeState,
@@ -74,6 +75,7 @@ from node.runner.spec import EdgePort
 
 from .edgeports import IonEdges, resolve_edges
 from .envelopes import Sequencer, sequenced, traffic_class_of
+from .models import ModelExchange
 from .pipelines import PipelineSupervisor
 from .port import LocalPort
 from .receiver import Arrival, Receiver
@@ -84,6 +86,7 @@ from .status import ResourceSampler, build_status, pipeline_statuses, queue_stat
 log = logging.getLogger(__name__)
 
 LinkFactory = Callable[..., MqttLink]
+ACK_INTERVAL_S = 0.1
 _COMPACTED = {TrafficClass.STATS, TrafficClass.HEALTH}
 
 
@@ -157,6 +160,7 @@ class Agent:
         self._stack = stack
         try:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            self._models = ModelExchange(self, cfg.data_dir / "models", clock=self._clock)
             self._store = stack.enter_context(OutboxStore(cfg.data_dir / "agent.db", cfg.outbox))
             self._store.requeue_in_flight()
             self._sequencer = Sequencer(self._store.last_sequences())
@@ -191,6 +195,7 @@ class Agent:
                 clock=self._clock,
                 dedup=DedupConfig(max_ids=cfg.dedup_window),
                 sequence=cfg.ordering,
+                before_remember=self._flush_pending,
             )
             self._pending = stack.enter_context(PendingInbox(cfg.data_dir / "inbox.db"))
             self._port = LocalPort(
@@ -233,6 +238,8 @@ class Agent:
                 ("heartbeat", self._heartbeat()),
                 ("timers", self._pipelines.run_timers()),
                 ("ticker", self._tick()),
+                ("models", self._models.run()),
+                ("acker", self._acknowledge_progress()),
             ):
                 self._tasks.append(self._tg.create_task(coro, name=f"{self.node_id}: {name}"))
         except BaseException:
@@ -341,6 +348,11 @@ class Agent:
         return self._link
 
     @property
+    def models(self) -> ModelExchange:
+        """Model hand-off: ``publish``, ``watch`` / ``active``, ``report``."""
+        return self._models
+
+    @property
     def receiver(self) -> Receiver:
         return self._receiver
 
@@ -380,6 +392,7 @@ class Agent:
             if self._relay is not None:
                 self._relay_local(msg)
             self._receiver.handle(msg)
+            self._flush_pending()  # unsequenced arrivals have no remember step
             # Backpressure: a consumer that falls behind slows reading, which the link turns
             # into TCP backpressure instead of memory growth.
             while any(q.qsize() > 10_000 for _, q in self._consumers):  # noqa: ASYNC110
@@ -445,6 +458,26 @@ class Agent:
         while True:
             self._publish_status_soon()
             await asyncio.sleep(interval)
+
+    async def _acknowledge_progress(self) -> None:
+        """Tell sources what this node has handled, a few times a second (QoS 0: a lost ack
+        is replaced by the next one)."""
+        while True:
+            await asyncio.sleep(ACK_INTERVAL_S)
+            if self._link.state is not LinkState.CONNECTED:
+                continue
+            now = self._clock()
+            for (source, stream), seq in self._receiver.take_progress().items():
+                if source == self.node_id:
+                    continue
+                try:
+                    topic = topics.node_topic(source, TopicKind.NODE_ACKS)
+                except topics.TopicError:
+                    continue
+                ack = DeliveryAck(stream=stream, up_to_sequence=seq, receiver=self.node_id)
+                env = new_envelope(ack, source_node=self.node_id, now_ms=now)
+                with contextlib.suppress(UnavailableError):
+                    await self._link.publish(topic, encode(env), qos=0)
 
     async def _tick(self) -> None:
         while True:
@@ -513,10 +546,24 @@ class Agent:
         elif kind in (TopicKind.NODE_COMMAND, TopicKind.ION_COMMAND):
             if isinstance(body, Command):
                 self._on_command(body, env.source_node)
+        elif kind is TopicKind.NODE_ACKS:
+            if isinstance(body, DeliveryAck) and topic.node == self.node_id:
+                self._sender.pacing.acked(
+                    body.receiver or env.source_node,
+                    body.stream,
+                    body.up_to_sequence,
+                    self._clock(),
+                )
+                self._sender.wake()
         elif kind is TopicKind.NODE_RETRANSMIT:
             if isinstance(body, RetransmitRequest):
                 self._tg.create_task(self._retransmit(body), name="retransmit")
-        elif kind in (TopicKind.EDGE, TopicKind.MODEL_MANIFEST, TopicKind.MODEL_CHUNKS):
+        elif kind in (
+            TopicKind.EDGE,
+            TopicKind.MODEL_MANIFEST,
+            TopicKind.MODEL_CHUNKS,
+            TopicKind.MODEL_REQUESTS,  # consumed by the model exchange (producers answer)
+        ):
             if topic.channel is Channel.TRIGGER and self._plan is not None:
                 self._on_trigger(topic.ion, topic.edge)
             elif kind is TopicKind.EDGE and not arrival.duplicate:
@@ -539,9 +586,11 @@ class Agent:
                 continue
             if payload is None:
                 payload = encode(arrival.envelope)
-            env = arrival.envelope
-            if self._pending.add(key[0], key[1], edge.name, env.message_id, payload):
-                self._port.notify(*key)
+            self._pending.add(key[0], key[1], edge.name, arrival.envelope.message_id, payload)
+
+    def _flush_pending(self) -> None:
+        for key in self._pending.flush():
+            self._port.notify(*key)
 
     def _job_env(self, key: PipelineKey) -> dict[str, str]:
         env = {"ION_AGENT_TOKEN": self._port.issue_token(*key)}
@@ -565,7 +614,7 @@ class Agent:
         from node.reconcile import base_subscriptions
 
         own = base_subscriptions(self.node_id) if self._plan is None else self._plan.subscriptions
-        return own | self._relay_filters
+        return own | self._relay_filters | self._models.subscriptions()
 
     @property
     def _relay_filters(self) -> frozenset[str]:
@@ -579,6 +628,7 @@ class Agent:
         active = self._book.active()
         previous = set(self._plan.pipelines) if self._plan is not None else set()
         self._plan = plan_node(active, self.config.identity)
+        self._models.plan(active, self._plan.pipelines)  # model edges produced / consumed here
         self._ion_edges = {name: resolve_edges(d) for name, d in active.items()}
         self._port_edges_changed()
         for ion, pipeline in previous - set(self._plan.pipelines):

@@ -58,6 +58,8 @@ class PendingInbox:
         self.dropped: Counter[tuple[str, str]] = Counter()
         self._db: sqlite3.Connection | None = None
         self._counts: Counter[tuple[str, str]] = Counter()
+        self._staged: list[tuple[str, str, str, str, bytes]] = []
+        self._staged_ids: set[tuple[str, str, str]] = set()
 
     def __enter__(self) -> Self:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -84,17 +86,44 @@ class PendingInbox:
             raise RuntimeError("the pending inbox is not open")
         return self._db
 
-    def add(self, ion: str, pipeline: str, edge: str, message_id: str, payload: bytes) -> bool:
-        """Keep one message for ``ion/pipeline``; False when it was already here."""
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO pending (ion, pipeline, edge, message_id, payload) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (ion, pipeline, edge, message_id, payload),
-        )
-        if cur.rowcount == 0:
-            return False
-        key = (ion, pipeline)
-        self._counts[key] += 1
+    def add(self, ion: str, pipeline: str, edge: str, message_id: str, payload: bytes) -> None:
+        """Stage one message for ``ion/pipeline``; ``flush`` writes what is staged (in one
+        transaction: the cost of a commit is per received MQTT message, not per item)."""
+        key = (ion, pipeline, message_id)
+        if key not in self._staged_ids:
+            self._staged_ids.add(key)
+            self._staged.append((ion, pipeline, edge, message_id, payload))
+
+    def flush(self) -> set[tuple[str, str]]:
+        """Write what was staged; returns the pipelines that got something new."""
+        if not self._staged:
+            return set()
+        staged, self._staged = self._staged, []
+        self._staged_ids.clear()
+        db = self.db
+        fresh: set[tuple[str, str]] = set()
+        db.execute("BEGIN")
+        try:
+            for row in staged:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO pending (ion, pipeline, edge, message_id, payload) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    row,
+                )
+                if cur.rowcount:
+                    key = (row[0], row[1])
+                    self._counts[key] += 1
+                    fresh.add(key)
+            for key in fresh:
+                self._bound(key)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return fresh
+
+    def _bound(self, key: tuple[str, str]) -> None:
+        ion, pipeline = key
         if self._counts[key] > self.max_items:
             excess = self._counts[key] - self.max_items
             self.db.execute(
@@ -111,7 +140,6 @@ class PendingInbox:
                     self.max_items,
                 )
             self.dropped[key] += excess
-        return True
 
     def take(
         self, ion: str, pipeline: str, edges: Sequence[str], after: int, limit: int

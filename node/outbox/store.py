@@ -456,16 +456,17 @@ class OutboxStore:
         by_id = {r[0]: r for r in rows}
         return [stored_item(by_id[i]) for i in ids if i in by_id]
 
-    def take(self, ids: Sequence[int]) -> dict[int, bytes]:
-        """``mark_in_flight`` for the send loop: the payload of each item that was still
-        queued, by id.  A plain read and an update without ``RETURNING`` of whole rows cost
-        about two thirds as much (SQLite materialises what an update returns)."""
+    def take(self, ids: Sequence[int]) -> dict[int, tuple[bytes, str, int]]:
+        """``mark_in_flight`` for the send loop: the payload, stream and sequence of each item
+        that was still queued, by id.  A plain read and an update without ``RETURNING`` of
+        whole rows cost about two thirds as much (SQLite materialises what an update
+        returns)."""
         if not ids:
             return {}
         doc = json.dumps(list(ids))
         with self._txn() as db:
             rows = db.execute(
-                "SELECT id, cls, payload FROM outbox"
+                "SELECT id, cls, payload, stream, sequence FROM outbox"
                 " WHERE id IN (SELECT value FROM json_each(?)) AND state = 0",
                 (doc,),
             ).fetchall()
@@ -475,7 +476,7 @@ class OutboxStore:
                 (doc,),
             )
             self._count(self._tally([(r[1],) for r in rows], "sent"))
-        return {r[0]: r[2] for r in rows}
+        return {r[0]: (r[2], r[3], r[4]) for r in rows}
 
     def release(self, ids: Sequence[int]) -> int:
         """In-flight items whose publish failed (link lost): queued again, sent again later."""

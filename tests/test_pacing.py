@@ -1,0 +1,71 @@
+"""The backlog pacing rule (pure): receivers' acknowledgements bound the unconfirmed backlog."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.outbox.pacing import ReceiverPacing
+
+
+def test_without_acknowledgements_nothing_is_paced() -> None:
+    p = ReceiverPacing(min_items=10)
+    p.sent("s", 1_000)
+    assert p.stream_budget("s", 0) is None
+    assert p.budgets(["s", "t"], 0) == {}
+    assert p.unconfirmed(0) == 0
+
+
+def test_the_bound_follows_the_receivers_measured_rate() -> None:
+    p = ReceiverPacing(target_delay_ms=250, min_items=100, ack_timeout_ms=2_000)
+    p.sent("s", 50)
+    p.acked("b", "s", 0, now_ms=0)
+    assert p.stream_budget("s", 0) == 50  # no rate yet: the floor, minus what is unconfirmed
+    p.sent("s", 4_000)
+    p.acked("b", "s", 2_000, now_ms=100)  # 20,000 items/s: a bound of 5,000
+    assert p.unconfirmed(100) == 2_000
+    assert p.stream_budget("s", 100) == 3_000
+    p.acked("b", "s", 2_100, now_ms=200)  # it slowed down to 1,000/s: the average follows
+    assert p.stream_budget("s", 200) == 0
+
+
+def test_the_slowest_receiver_paces_and_a_silent_one_stops_pacing() -> None:
+    p = ReceiverPacing(min_items=100, ack_timeout_ms=2_000)
+    p.sent("s", 1_000)
+    p.acked("fast", "s", 990, now_ms=0)
+    p.acked("slow", "s", 100, now_ms=0)
+    assert p.unconfirmed(0) == 900
+    assert p.stream_budget("s", 0) == 0
+    # The slow one goes quiet (dead, disconnected): after the timeout only the fast one counts.
+    p.acked("fast", "s", 1_000, now_ms=2_500)
+    assert p.unconfirmed(2_500) == 0
+    assert p.stream_budget("s", 2_500) == 100
+
+
+def test_streams_are_paced_separately_and_old_acks_never_move_back() -> None:
+    p = ReceiverPacing(min_items=10)
+    p.sent("a", 20)
+    p.sent("b", 30)
+    p.acked("r", "a", 15, now_ms=0)
+    p.acked("r", "b", 25, now_ms=0)
+    p.acked("r", "b", 5, now_ms=1)  # reordered on the way: ignored
+    assert p.budgets(["a", "b", "c"], 1) == {"a": 5, "b": 5}
+    p.acked("r", "unknown", 5, now_ms=1)  # a stream we never sent: ignored
+    assert p.unconfirmed(1) == 10
+
+
+def test_after_an_outage_known_receivers_pace_the_backlog_from_the_first_round() -> None:
+    p = ReceiverPacing(min_items=100, ack_timeout_ms=2_000)
+    p.sent("s", 10)
+    p.acked("b", "s", 10, now_ms=0)
+    p.sent("s", 10_000)  # stored during a long outage, now going out
+    assert p.stream_budget("s", 60_000) is None  # the old ack alone says nothing any more
+    p.link_up(60_000)
+    assert p.stream_budget("s", 60_000) == 0
+    assert p.stream_budget("s", 62_001) is None  # and a receiver that stays silent stops pacing
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        ReceiverPacing(min_items=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        ReceiverPacing(target_delay_ms=0)
