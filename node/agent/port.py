@@ -28,7 +28,7 @@ from typing import Protocol
 from ion import topics
 from ion.errors import DecodeError, InputError, RefusedError
 from ion.model.definition import EdgeKind
-from ion.model.health import HealthReport
+from ion.model.health import HealthReport, Metric
 from ion.model.local import Hello
 from ion.model.manifest import ModelManifest
 from ion.model.messages import DataRecords, Envelope, Event, StatsReport
@@ -52,20 +52,27 @@ _TELEMETRY: dict[type, Channel] = {
 }
 
 
-class ModelSide(Protocol):
-    """What the port needs from the agent's model exchange."""
+class ModelWatchLike(Protocol):
+    @property
+    def generation(self) -> int: ...
 
-    async def publish_model(
+    async def wait_changed(self, after: int) -> int: ...
+
+
+class ModelSide(Protocol):
+    """What the port needs from the agent's model exchange (``node.agent.models``)."""
+
+    async def publish(
         self, ion: str, edge: str, pipeline: str, artifact: ModelArtifact
     ) -> ModelManifest: ...
 
-    def active_model(self, ion: str, edge: str) -> tuple[ModelManifest, Path] | None: ...
+    def active(self, ion: str, edge: str) -> ModelArtifact | None: ...
 
-    async def model_changed(self, ion: str, edge: str) -> None:
-        """Returns when the active version of ``ion/edge`` may have changed."""
-        ...
+    def watch(self, ion: str, edge: str) -> ModelWatchLike: ...
 
-    def model_report(self, ion: str, edge: str, model_id: str, ok: bool, detail: str) -> None: ...
+    async def report(
+        self, ion: str, edge: str, model_id: str, ok: bool, detail: str = "", *, pipeline: str = ""
+    ) -> None: ...
 
 
 Publish = Callable[..., Awaitable[None]]
@@ -162,14 +169,17 @@ class LocalPort:
         if isinstance(body, Event):
             body = replace(body, pipeline=body.pipeline or client.pipeline)
             if self._models is not None and body.type in ("model.accepted", "model.rejected"):
+                # The exchange publishes the event itself (and rolls back a rejected version).
                 attrs = body.attributes
-                self._models.model_report(
+                await self._models.report(
                     client.ion,
                     attrs.get("edge", ""),
                     attrs.get("model_id", ""),
                     body.type == "model.accepted",
                     body.message,
+                    pipeline=client.pipeline,
                 )
+                return
         destinations = [topics.pipeline(client.ion, client.pipeline, channel, self._node_id)]
         edges = self._edges_of(client.ion)
         if edges is not None:
@@ -199,7 +209,7 @@ class LocalPort:
             baseline=manifest.baseline,
             annotations={k: v for k, v in manifest.annotations.items() if k != LOCAL_PATH},
         )
-        published = await self._models.publish_model(client.ion, edge, client.pipeline, artifact)
+        published = await self._models.publish(client.ion, edge, client.pipeline, artifact)
         log.info(
             "%s published model %s version %s on %s",
             client.label,
@@ -256,24 +266,33 @@ class LocalPort:
         models = self._models
         if models is None:
             return
+        watch = models.watch(client.ion, edge)
         sent = ""
+        generation = watch.generation
         while True:
-            current = models.active_model(client.ion, edge)
-            if current is not None and current[0].model_id != sent:
-                manifest, path = current
-                sent = manifest.model_id
-                annotated = replace(
-                    manifest, annotations={**manifest.annotations, LOCAL_PATH: str(path)}
+            current = models.active(client.ion, edge)
+            if current is not None and current.model_id != sent:
+                sent = current.model_id
+                manifest = ModelManifest(
+                    model_id=current.model_id,
+                    version=current.version,
+                    ion=client.ion,
+                    edge=edge,
+                    format=current.format,
+                    file_name=current.path.name,
+                    metrics=tuple(Metric(k, v) for k, v in current.metrics.items()),
+                    baseline=current.baseline,
+                    annotations={**current.annotations, LOCAL_PATH: str(current.path)},
                 )
                 env = Envelope(
-                    message_id=_derived_id(manifest.model_id, 0),
-                    created_ms=manifest.created_ms,
-                    body=annotated,
+                    message_id=_derived_id(current.model_id, 0),
+                    created_ms=0,
+                    body=manifest,
                     ion=client.ion,
                     source_node=self._node_id,
                 )
                 yield Inbound(edge, env, 0)
-            await models.model_changed(client.ion, edge)
+            generation = await watch.wait_changed(generation)
 
 
 def _derived_id(base: str, index: int) -> str:

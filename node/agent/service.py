@@ -203,7 +203,7 @@ class Agent:
                 publish=self.publish,
                 edges_of=self._ion_edges.get,
                 pending=self._pending,
-                models=getattr(self, "_models", None),
+                models=self._models,
             )
             self._server = LocalServer(local_socket_path(cfg.data_dir), self._port)
             await stack.enter_async_context(self._server)

@@ -127,7 +127,8 @@ def build_plan(
             problems.append(f"component {c.name!r}: {e}")
             continue
         factories[c.name] = factory
-        if not callable(getattr(factory, method, None)):
+        feeds = method == "stream" and callable(getattr(factory, "feeds", None))
+        if not callable(getattr(factory, method, None)) and not feeds:
             problems.append(
                 f"component {c.name!r}: type {c.type!r} has no {method}(), so it cannot run "
                 f"in a {pipeline.mode.value} pipeline"

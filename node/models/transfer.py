@@ -1,0 +1,348 @@
+"""Chunked model transfer: manifests from files, chunks from disk, and the receiving side.
+
+Sending: ``digest_file`` streams once through the packed artifact (sha256 of the whole, which
+is the model id, and of every chunk); ``build_manifest`` wraps that with what the model means;
+``read_chunks`` reads chunks back from disk one at a time.  Nothing holds the whole model in
+memory.
+
+Receiving: an ``Assembler`` owns one directory per model id::
+
+    manifest.bin     the manifest (its envelope encoding), written once, atomically
+    data.partial     the artifact's bytes, chunks written at their offsets in any order
+    received.bitmap  one bit per chunk, set after the chunk's bytes are written
+
+A chunk is written only when its length and sha256 match the manifest; a bad one is counted
+and its index stays missing.  The bitmap is updated in place, one byte per accepted chunk: a
+process crash keeps both files consistent (the page cache survives the process), so a restart
+resumes with the chunks already verified.  A power loss may lose recent writes; ``finish``
+checks the whole sha256 anyway and, on a mismatch, re-checks every chunk and marks the bad
+ones missing again (``ChunkMismatchError``), so the transfer heals by asking for them.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ion.errors import DecodeError
+from ion.model.health import Histogram, Metric
+from ion.model.manifest import ModelChunk, ModelManifest
+from ion.model.messages import new_envelope
+from ion.wire.codec import decode, encode
+
+from .errors import ChunkMismatchError, IntegrityError, ManifestError, UnsafeArchiveError
+from .pack import GiB, MiB, Packed, fsync_dir, safe_file_name
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_SIZE = 256 * 1024
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_READ_BLOCK = 1 * MiB
+
+
+@dataclass(frozen=True, slots=True)
+class TransferLimits:
+    """What this node accepts from a manifest before fetching anything."""
+
+    max_model_bytes: int = 4 * GiB
+    max_chunk_bytes: int = 8 * MiB  # one chunk must fit one MQTT message with room to spare
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    model_id: str  # hex sha256 of the whole
+    size: int
+    chunk_size: int
+    chunk_sha256: tuple[str, ...]
+
+
+def digest_file(path: Path, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Digest:
+    """Stream once through ``path``: the sha256 of the whole and of every chunk."""
+    if chunk_size <= 0:
+        raise ValueError("chunk_size must be positive")
+    whole = hashlib.sha256()
+    chunks: list[str] = []
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk_size):
+            whole.update(block)
+            chunks.append(hashlib.sha256(block).hexdigest())
+            size += len(block)
+    return Digest(whole.hexdigest(), size, chunk_size, tuple(chunks))
+
+
+def build_manifest(
+    packed: Packed,
+    digest: Digest,
+    *,
+    version: str,
+    ion: str,
+    edge: str,
+    producer_pipeline: str,
+    producer_node: str,
+    format: str,
+    created_ms: int,
+    metrics: Mapping[str, float] | None = None,
+    baseline: tuple[Histogram, ...] = (),
+    annotations: Mapping[str, str] | None = None,
+) -> ModelManifest:
+    return ModelManifest(
+        model_id=digest.model_id,
+        version=version,
+        ion=ion,
+        edge=edge,
+        producer_pipeline=producer_pipeline,
+        producer_node=producer_node,
+        size_bytes=digest.size,
+        chunk_size=digest.chunk_size,
+        chunk_sha256=digest.chunk_sha256,
+        format=format,
+        layout=packed.layout,
+        file_name=packed.file_name,
+        metrics=tuple(Metric(k, float(v)) for k, v in sorted((metrics or {}).items())),
+        baseline=baseline,
+        created_ms=created_ms,
+        annotations=dict(annotations or {}),
+    )
+
+
+def chunk_length(manifest: ModelManifest, index: int) -> int:
+    start = index * manifest.chunk_size
+    return max(0, min(manifest.chunk_size, manifest.size_bytes - start))
+
+
+def read_chunks(
+    path: Path, manifest: ModelManifest, indexes: Iterable[int] | None = None
+) -> Iterator[ModelChunk]:
+    """The chunks at ``indexes`` (all when None) read from ``path``, one at a time."""
+    wanted = range(manifest.chunk_count) if indexes is None else indexes
+    with open(path, "rb") as f:
+        for index in wanted:
+            if not 0 <= index < manifest.chunk_count:
+                continue  # a request for a chunk that does not exist: nothing to send
+            f.seek(index * manifest.chunk_size)
+            yield ModelChunk(manifest.model_id, index, f.read(chunk_length(manifest, index)))
+
+
+def check_manifest(m: ModelManifest, limits: TransferLimits) -> None:
+    """``ManifestError`` unless ``m`` is well formed and within ``limits``."""
+    if not _HEX64.match(m.model_id):
+        raise ManifestError(f"model id {m.model_id[:80]!r} is not a hex sha256")
+    if m.size_bytes > limits.max_model_bytes:
+        raise ManifestError(
+            f"model {m.model_id[:12]} has {m.size_bytes} bytes, over this node's limit of "
+            f"{limits.max_model_bytes}"
+        )
+    if not 0 < m.chunk_size <= limits.max_chunk_bytes:
+        raise ManifestError(
+            f"chunk size {m.chunk_size} is outside 1..{limits.max_chunk_bytes} bytes"
+        )
+    expected = -(-m.size_bytes // m.chunk_size)
+    if m.chunk_count != expected:
+        raise ManifestError(
+            f"{m.chunk_count} chunk hashes for {m.size_bytes} bytes in chunks of "
+            f"{m.chunk_size} (expected {expected})"
+        )
+    if not all(_HEX64.match(h) for h in m.chunk_sha256):
+        raise ManifestError("a chunk hash is not a hex sha256")
+    try:
+        safe_file_name(m.file_name)
+    except UnsafeArchiveError as exc:
+        raise ManifestError(str(exc)) from None
+
+
+# -- the manifest on local disk -------------------------------------------------------------
+
+
+def manifest_bytes(m: ModelManifest) -> bytes:
+    # The envelope encoding: one decoder, hardened against hostile input, for wire and disk.
+    return encode(new_envelope(m, source_node="", now_ms=0))
+
+
+def manifest_from_bytes(data: bytes) -> ModelManifest:
+    body = decode(data).body
+    if not isinstance(body, ModelManifest):
+        raise DecodeError(f"expected a model manifest, found {type(body).__name__}")
+    return body
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old or the new bytes, never a
+    mix, also after a power loss (fsync of the file, rename, fsync of the directory)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+# -- the receiving side -----------------------------------------------------------------------
+
+
+class ChunkOutcome(enum.Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"  # already held: nothing written
+    BAD_HASH = "bad_hash"  # wrong length or sha256: refused, the index stays missing
+    BAD_INDEX = "bad_index"  # no such chunk in the manifest
+    WRONG_MODEL = "wrong_model"
+
+
+class Assembler:
+    """Receives one model's chunks into its directory; see the module docstring."""
+
+    MANIFEST = "manifest.bin"
+    DATA = "data.partial"
+    BITMAP = "received.bitmap"
+
+    def __init__(self, directory: Path, manifest: ModelManifest) -> None:
+        """Use ``create`` or ``open``."""
+        self.directory = directory
+        self.manifest = manifest
+        self.rejected = 0  # chunks refused for a bad hash or length
+        n = manifest.chunk_count
+        self._data = os.open(directory / self.DATA, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._bits_fd = os.open(
+            directory / self.BITMAP, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        if os.fstat(self._data).st_size != manifest.size_bytes:
+            os.ftruncate(self._data, manifest.size_bytes)  # sparse: chunks land at offsets
+        raw = os.pread(self._bits_fd, (n + 7) // 8, 0)
+        if len(raw) != (n + 7) // 8:  # new, or torn: start over, chunks come again
+            raw = bytes((n + 7) // 8)
+            os.pwrite(self._bits_fd, raw, 0)
+        self._bits = bytearray(raw)
+        self._missing = {i for i in range(n) if not self._has(i)}
+
+    @classmethod
+    def create(cls, directory: Path, manifest: ModelManifest, limits: TransferLimits) -> Assembler:
+        """Start (or resume, if its directory exists) the transfer of ``manifest``."""
+        check_manifest(manifest, limits)
+        if (directory / cls.MANIFEST).exists():
+            held = cls.open(directory, limits)
+            if held.manifest.model_id == manifest.model_id:
+                return held
+            held.discard()
+        directory.mkdir(parents=True, exist_ok=True)
+        write_atomically(directory / cls.MANIFEST, manifest_bytes(manifest))
+        return cls(directory, manifest)
+
+    @classmethod
+    def open(cls, directory: Path, limits: TransferLimits) -> Assembler:
+        """Resume the transfer persisted in ``directory`` (``ManifestError`` if unusable)."""
+        try:
+            manifest = manifest_from_bytes((directory / cls.MANIFEST).read_bytes())
+        except (OSError, DecodeError) as exc:
+            raise ManifestError(f"{directory}: no usable manifest ({exc})") from None
+        check_manifest(manifest, limits)
+        return cls(directory, manifest)
+
+    # -- progress --------------------------------------------------------------------------
+
+    def _has(self, index: int) -> bool:
+        return bool(self._bits[index >> 3] & (1 << (index & 7)))
+
+    def _mark(self, index: int, held: bool) -> None:
+        byte = index >> 3
+        if held:
+            self._bits[byte] |= 1 << (index & 7)
+        else:
+            self._bits[byte] &= ~(1 << (index & 7)) & 0xFF
+        os.pwrite(self._bits_fd, bytes(self._bits[byte : byte + 1]), byte)
+
+    @property
+    def complete(self) -> bool:
+        return not self._missing
+
+    def missing(self) -> list[int]:
+        return sorted(self._missing)
+
+    @property
+    def missing_count(self) -> int:
+        return len(self._missing)
+
+    @property
+    def received_count(self) -> int:
+        return self.manifest.chunk_count - len(self._missing)
+
+    # -- chunks ------------------------------------------------------------------------------
+
+    def add(self, chunk: ModelChunk) -> ChunkOutcome:
+        m = self.manifest
+        if chunk.model_id != m.model_id:
+            return ChunkOutcome.WRONG_MODEL
+        if not 0 <= chunk.index < m.chunk_count:
+            return ChunkOutcome.BAD_INDEX
+        if chunk.index not in self._missing:
+            return ChunkOutcome.DUPLICATE
+        if (
+            len(chunk.data) != chunk_length(m, chunk.index)
+            or hashlib.sha256(chunk.data).hexdigest() != m.chunk_sha256[chunk.index]
+        ):
+            self.rejected += 1
+            return ChunkOutcome.BAD_HASH
+        # Data first, then its bit: a crash in between only costs fetching the chunk again.
+        os.pwrite(self._data, chunk.data, chunk.index * m.chunk_size)
+        self._mark(chunk.index, True)
+        self._missing.discard(chunk.index)
+        return ChunkOutcome.ACCEPTED
+
+    def finish(self) -> Path:
+        """Check the whole file against the model id and return it (the caller moves it).
+
+        ``ChunkMismatchError`` when chunks on disk went bad (they are missing again);
+        ``IntegrityError`` when every chunk matches but the whole does not (the manifest
+        contradicts itself: the transfer cannot succeed and should be discarded).
+        """
+        if self._missing:
+            raise RuntimeError(f"{len(self._missing)} chunk(s) still missing")
+        m = self.manifest
+        whole = hashlib.sha256()
+        for block in _blocks(self._data, m.size_bytes):
+            whole.update(block)
+        if whole.hexdigest() == m.model_id:
+            self.close()
+            return self.directory / self.DATA
+        bad = [i for i in range(m.chunk_count) if self._on_disk_sha256(i) != m.chunk_sha256[i]]
+        if bad:
+            for i in bad:
+                self._mark(i, False)
+                self._missing.add(i)
+            raise ChunkMismatchError(m.model_id, bad)
+        raise IntegrityError(
+            f"model {m.model_id[:12]}: every chunk matches its hash but the whole file does not "
+            "match the model id; the manifest is inconsistent"
+        )
+
+    def _on_disk_sha256(self, index: int) -> str:
+        m = self.manifest
+        data = os.pread(self._data, chunk_length(m, index), index * m.chunk_size)
+        return hashlib.sha256(data).hexdigest()
+
+    def close(self) -> None:
+        for fd in (self._data, self._bits_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._data = self._bits_fd = -1
+
+    def discard(self) -> None:
+        self.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _blocks(fd: int, size: int) -> Iterator[bytes]:
+    offset = 0
+    while offset < size:
+        block = os.pread(fd, min(_READ_BLOCK, size - offset), offset)
+        if not block:
+            raise IntegrityError("the partial file is shorter than the model")
+        offset += len(block)
+        yield block
