@@ -438,6 +438,9 @@ _BUILTIN: tuple[ComponentSpec, ...] = (
         args={
             "threshold": _arg("float", "anomaly distance (default: the model's own threshold)"),
             "window": _arg("str", "window for stats and health histograms (a duration)", "1m"),
+            "max_events": _arg(
+                "int", "anomaly events per window at most (the rest are summed up in one)", 100
+            ),
         },
         description=(
             "Scores records by distance to the nearest centroid: scored records on `data`, "
@@ -453,6 +456,9 @@ _BUILTIN: tuple[ComponentSpec, ...] = (
             "threshold": _arg("float", "anomaly reconstruction error (default: the model's)"),
             "window": _arg("str", "window for stats and health histograms (a duration)", "1m"),
             "threads": _arg("int", "interpreter threads", 1),
+            "max_events": _arg(
+                "int", "anomaly events per window at most (the rest are summed up in one)", 100
+            ),
         },
         description="Scores records with a TensorFlow Lite autoencoder (ai-edge-litert).",
     ),

@@ -38,6 +38,7 @@ from node.inbox.pending import PendingInbox
 from node.local.port import ClientInfo, Inbound
 from node.models.artifact import ModelArtifact
 
+from .drift import NodeDrift
 from .edgeports import IonEdges
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,9 @@ class LocalPort:
         edges_of: Callable[[str], IonEdges | None],
         pending: PendingInbox,
         models: ModelSide | None = None,
+        drift: NodeDrift | None = None,
     ) -> None:
+        self._drift = drift
         self._node_id = node_id
         self._publish = publish
         self._edges_of = edges_of
@@ -102,6 +105,8 @@ class LocalPort:
 
     def set_edges(self, edges_of: Callable[[str], IonEdges | None]) -> None:
         self._edges_of = edges_of
+        if self._drift is not None:
+            self._drift.set_edges(edges_of)
 
     def issue_token(self, ion: str, pipeline: str) -> str:
         token = secrets.token_urlsafe(32)
@@ -166,6 +171,14 @@ class LocalPort:
                 f"{type(body).__name__} needs an edge; only stats, events and health are "
                 "pipeline telemetry"
             )
+        if isinstance(body, HealthReport) and self._drift is not None:
+            body, drift_event = self._drift.score(client.ion, client.pipeline, body)
+            if drift_event is not None:
+                log.warning("%s: %s", client.label, drift_event.message)
+                event_env = replace(
+                    envelope, message_id=_derived_id(envelope.message_id, 99), body=drift_event
+                )
+                await self._telemetry(client, event_env)
         if isinstance(body, Event):
             body = replace(body, pipeline=body.pipeline or client.pipeline)
             if self._models is not None and body.type in ("model.accepted", "model.rejected"):

@@ -73,6 +73,7 @@ from node.pipelines.lifecycle import StateReport
 from node.reconcile import DefinitionBook, NodePlan, PipelineKey, plan_node
 from node.runner.spec import EdgePort
 
+from .drift import NodeDrift
 from .edgeports import IonEdges, resolve_edges
 from .envelopes import Sequencer, sequenced, traffic_class_of
 from .models import ModelExchange
@@ -111,9 +112,13 @@ def local_socket_path(data_dir: Path) -> Path:
 
 
 def default_engines() -> dict[str, Engine]:
+    """Every engine adapter; one whose engine is not installed here says so when a pipeline
+    asks for it (``check_available``), so a small gateway runs without Spark or TensorFlow."""
     from node.engines.python_engine import PythonEngine
+    from node.engines.spark_engine import SparkEngine
+    from node.engines.tensorflow_engine import TensorFlowEngine
 
-    return {"python": PythonEngine()}
+    return {"python": PythonEngine(), "spark": SparkEngine(), "tensorflow": TensorFlowEngine()}
 
 
 class Agent:
@@ -204,6 +209,12 @@ class Agent:
                 edges_of=self._ion_edges.get,
                 pending=self._pending,
                 models=self._models,
+                drift=NodeDrift(
+                    node_id=self.node_id,
+                    edges_of=self._ion_edges.get,
+                    active_model=self._models.active,
+                    clock=self._clock,
+                ),
             )
             self._server = LocalServer(local_socket_path(cfg.data_dir), self._port)
             await stack.enter_async_context(self._server)
