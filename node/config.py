@@ -22,6 +22,7 @@ drain_timeout: 10s           # [10s] on SIGTERM, flush the outbox this long
 outbox: {...}                # [defaults per traffic class] see node.outbox.classes
 dedup_window: 100000         # [100000] message ids remembered to drop duplicates
 ordering: {max_held: 20000}  # [see node.inbox.sequence.SequenceConfig] gap repair and order
+models: {chunk_size: 262144} # [see node.models.config.ModelConfig] transfer sizes and limits
 log_level: info              # [info]
 ```
 """
@@ -44,6 +45,7 @@ from ion.topics import filters_overlap
 
 from .identity import NodeIdentity
 from .inbox.sequence import SequenceConfig
+from .models.config import ModelConfig
 from .outbox.classes import OutboxConfig
 
 _TOP_KEYS = {
@@ -58,6 +60,7 @@ _TOP_KEYS = {
     "outbox",
     "dedup_window",
     "ordering",
+    "models",
     "log_level",
 }
 _NODE_KEYS = {"id", "labels", "layer", "parent"}
@@ -109,6 +112,7 @@ class NodeConfig:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     dedup_window: int = 100_000
     ordering: SequenceConfig = field(default_factory=SequenceConfig)
+    models: ModelConfig = field(default_factory=ModelConfig)
     log_level: str = "info"
 
     @property
@@ -184,6 +188,9 @@ def config_from_mapping(
         drain_timeout_ms=_duration(data, "drain_timeout", 10_000, where),
         outbox=OutboxConfig.from_mapping(_section(data, "outbox", where), where=f"{where}: outbox"),
         dedup_window=_positive(data, "dedup_window", 100_000, where),
+        models=ModelConfig.from_mapping(
+            _section(data, "models", where), where=f"{where}: models"
+        ),
         ordering=SequenceConfig.from_mapping(
             _section(data, "ordering", where), where=f"{where}: ordering"
         ),

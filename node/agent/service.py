@@ -165,7 +165,9 @@ class Agent:
         self._stack = stack
         try:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
-            self._models = ModelExchange(self, cfg.data_dir / "models", clock=self._clock)
+            self._models = ModelExchange(
+                self, cfg.data_dir / "models", config=cfg.models, clock=self._clock
+            )
             self._store = stack.enter_context(OutboxStore(cfg.data_dir / "agent.db", cfg.outbox))
             self._store.requeue_in_flight()
             self._sequencer = Sequencer(self._store.last_sequences())
@@ -526,6 +528,7 @@ class Agent:
             ions={n: d.version for n, d in self._book.active().items()},
             counters=dict(self._receiver.counters),
             error=self._error,
+            models=self._models.statuses(),
         )
 
     def _status_payload(self, state: NodeState | None = None) -> bytes:

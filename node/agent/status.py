@@ -12,6 +12,7 @@ from ion.model.definition import Pipeline
 from ion.model.messages import (
     IonVersion,
     LinkStatus,
+    ModelStatus,
     NodeState,
     NodeStatus,
     PipelineState,
@@ -95,6 +96,7 @@ def build_status(
     ions: Mapping[str, int] | None = None,
     counters: Mapping[str, int] | None = None,
     error: str = "",
+    models: Iterable[ModelStatus] = (),
 ) -> NodeStatus:
     ident = config.identity
     return NodeStatus(
@@ -113,6 +115,7 @@ def build_status(
         ions=tuple(IonVersion(name=n, version=v) for n, v in sorted((ions or {}).items())),
         counters=dict(sorted((counters or {}).items())),
         error=error,
+        models=tuple(models),
     )
 
 
