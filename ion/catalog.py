@@ -331,6 +331,8 @@ _BUILTIN: tuple[ComponentSpec, ...] = (
             "format": _arg("str", "payload format", "json", choices=("json", "csv")),
             "batch": _arg("int", "records per batch handed downstream", 100),
             "max_wait": _arg("str", "longest wait for a full batch (a duration)", "1s"),
+            "columns": _arg("list", "features to read, in this order (default: the model's)"),
+            "broker": _arg("str", "broker URL (default: the node's broker, ION_BROKER_URL)"),
         },
         description="Subscribes to sensor readings on the node's local broker.",
     ),
@@ -366,6 +368,9 @@ _BUILTIN: tuple[ComponentSpec, ...] = (
             "max_iter": _arg("int", "iterations at most", 20),
             "seed": _arg("int", "random seed", 1),
             "tol": _arg("float", "convergence tolerance", 1e-4),
+            "restarts": _arg(
+                "int", "fits from different seeds; the one with the lowest cost is kept", 3
+            ),
             "threshold_quantile": _arg(
                 "float", "quantile of training distances above which a point is an anomaly", 0.99
             ),
@@ -413,9 +418,9 @@ _BUILTIN: tuple[ComponentSpec, ...] = (
             "metrics": _arg("map", "extra metrics to record in the manifest (name: number)"),
         },
         description=(
-            "Packs the trained model (with the baseline histograms from `health`, when bound) "
-            "into a signed, content-addressed artifact; its `model` output is what an ION "
-            "model edge publishes."
+            "Attaches the baseline histograms from `health` (when bound) and the `metrics` to "
+            "the trained model; its `model` output is what an ION model edge publishes (the "
+            "agent packs, hashes and chunks it)."
         ),
     ),
     ComponentSpec(

@@ -51,6 +51,16 @@ def installed_entry_points() -> list[EntryPointLike]:
     return list(entry_points(group=ENTRY_POINT_GROUP))
 
 
+def default_builtins() -> dict[str, ComponentFactory]:
+    """The python engine's built-ins: the runner's general-purpose components and the
+    shipped ML components (``node.components``: sources, KMeans and TFLite scoring, health)."""
+    from node.components.python_builtins import PYTHON_BUILTINS
+
+    from .builtin import BUILTINS
+
+    return {**BUILTINS, **PYTHON_BUILTINS}
+
+
 class Registry:
     """Resolves component type names; built-ins win, entry points are loaded on first use."""
 
@@ -60,9 +70,7 @@ class Registry:
         entry_points: Callable[[], Iterable[EntryPointLike]] | None = installed_entry_points,
     ) -> None:
         if builtins is None:
-            from .builtin import BUILTINS
-
-            builtins = BUILTINS
+            builtins = default_builtins()
         self._builtins = dict(builtins)
         self._discover = entry_points
         self._found: dict[str, list[EntryPointLike]] | None = None
