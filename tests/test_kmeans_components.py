@@ -132,6 +132,7 @@ def test_registry_and_ports() -> None:
         "health_reporter",
         "model_publisher",
         "event_sink",
+        "tflite_score",
     }
     assert ports_of(KMeansScore) == (("data", "model"), (), ("data", "stats", "health", "events"))
     assert ports_of(ModelPublisher) == (("model",), ("health",), ("model",))
