@@ -15,8 +15,8 @@ def test_without_acknowledgements_nothing_is_paced() -> None:
     assert p.unconfirmed(0) == 0
 
 
-def test_the_bound_follows_the_receivers_measured_rate() -> None:
-    p = ReceiverPacing(target_delay_ms=250, min_items=100, ack_timeout_ms=2_000)
+def test_the_bound_follows_the_best_rate_the_receiver_showed_lately() -> None:
+    p = ReceiverPacing(target_delay_ms=250, min_items=100, min_chunk=10, ack_timeout_ms=2_000)
     p.sent("s", 50)
     p.acked("b", "s", 0, now_ms=0)
     assert p.stream_budget("s", 0) == 50  # no rate yet: the floor, minus what is unconfirmed
@@ -24,12 +24,26 @@ def test_the_bound_follows_the_receivers_measured_rate() -> None:
     p.acked("b", "s", 2_000, now_ms=100)  # 20,000 items/s: a bound of 5,000
     assert p.unconfirmed(100) == 2_000
     assert p.stream_budget("s", 100) == 3_000
-    p.acked("b", "s", 2_100, now_ms=200)  # it slowed down to 1,000/s: the average follows
-    assert p.stream_budget("s", 200) == 0
+    # Held back, it handled less for a while: its best recent rate still counts...
+    p.acked("b", "s", 2_100, now_ms=200)
+    assert p.stream_budget("s", 200) == 3_100
+    # ...until that is older than the rate window.
+    p.acked("b", "s", 2_200, now_ms=2_150)
+    assert p.stream_budget("s", 2_150) == 0  # bound 100 (floor) < 1,800 unconfirmed
+
+
+def test_a_small_budget_waits_for_a_worthwhile_amount() -> None:
+    p = ReceiverPacing(target_delay_ms=250, min_items=1_000, min_chunk=200)
+    p.sent("s", 900)
+    p.acked("b", "s", 0, now_ms=0)
+    assert p.stream_budget("s", 0) == 0  # 100 left: wait
+    p.acked("b", "s", 500, now_ms=50)  # 10,000/s: bound 2,500, 400 unconfirmed
+    assert p.stream_budget("s", 50) == 2_100
+    assert p.paced_budget(50) == 2_100
 
 
 def test_the_slowest_receiver_paces_and_a_silent_one_stops_pacing() -> None:
-    p = ReceiverPacing(min_items=100, ack_timeout_ms=2_000)
+    p = ReceiverPacing(min_items=100, min_chunk=1, ack_timeout_ms=2_000)
     p.sent("s", 1_000)
     p.acked("fast", "s", 990, now_ms=0)
     p.acked("slow", "s", 100, now_ms=0)
@@ -42,7 +56,7 @@ def test_the_slowest_receiver_paces_and_a_silent_one_stops_pacing() -> None:
 
 
 def test_streams_are_paced_separately_and_old_acks_never_move_back() -> None:
-    p = ReceiverPacing(min_items=10)
+    p = ReceiverPacing(min_items=10, min_chunk=1)
     p.sent("a", 20)
     p.sent("b", 30)
     p.acked("r", "a", 15, now_ms=0)

@@ -50,15 +50,20 @@ def resolve_edges(definition: IonDefinition, catalog: Catalog | None = None) -> 
     resolved = {e.name: e for e in report.resolved_edges} or {}
     edges = {e.name: resolved.get(e.name, e) for e in definition.edges}
     ports: dict[str, list[EdgePort]] = {}
+    components = {(p.name, c.name) for p in definition.pipelines for c in p.components}
     for e in edges.values():
         if e.kind is EdgeKind.TRIGGER:
             continue
-        if e.source.component and e.source.port:
+        if (
+            e.source.component
+            and e.source.port
+            and (e.source.pipeline, e.source.component) in components
+        ):
             ports.setdefault(e.source.pipeline, []).append(
                 EdgePort(e.name, e.kind.value, "out", e.source.component, e.source.port)
             )
         for t in e.targets:
-            if t.component and t.port:
+            if t.component and t.port and (t.pipeline, t.component) in components:
                 ports.setdefault(t.pipeline, []).append(
                     EdgePort(e.name, e.kind.value, "in", t.component, t.port)
                 )

@@ -113,6 +113,11 @@ class Sender:
 
     def _send_round(self, free: int) -> int:
         limit = self._scheduler.candidate_limit(free)
+        paced = self.pacing.paced_budget(self._clock())
+        if paced is not None and self._scheduler.live_after_id is not None:
+            # Reading tens of thousands of candidates to send a paced few costs more than the
+            # sending: read about what the budgets allow, plus room for live traffic.
+            limit = min(limit, paced + self._window)
         queues = self._store.candidates(self._scheduler.live_after_id, limit)
         if not queues:
             return 0
@@ -123,6 +128,7 @@ class Sender:
             if self._scheduler.live_after_id is not None
             else None
         )
+        held = False
         if budgets:
             # Receivers acknowledge what they handle: send no more of a stream's backlog (never
             # holding live traffic) than keeps them within the bound, so what is live now
@@ -137,13 +143,15 @@ class Sender:
                     elif left > 0:
                         backlog.append(p)
                         budgets[p.topic] = left - 1
+                    else:
+                        held = True
                 if backlog or q.live:
                     trimmed[c] = ClassQueue(backlog, q.live)
             if not trimmed:
                 self.pacing.held_rounds += 1
                 return 0
             queues = trimmed
-        plan = self._scheduler.next_sends(queues, free, now)
+        plan = self._scheduler.next_sends(queues, free, now, backlog_held=held)
         if plan.expired:
             self._store.expire(list(plan.expired))
         if not plan.sends:

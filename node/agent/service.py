@@ -591,13 +591,15 @@ class Agent:
         topic, plan = arrival.topic, self._plan
         edges = self._ion_edges.get(topic.ion)
         edge = edges.edges.get(topic.edge) if edges is not None else None
-        if edge is None or plan is None:
+        if edges is None or edge is None or plan is None:
             return
         payload: bytes | None = None
         for target in edge.targets:
             key = (topic.ion, target.pipeline)
-            if key not in plan.pipelines:
-                continue
+            if key not in plan.pipelines or not any(
+                p.edge == edge.name and p.direction == "in" for p in edges.ports.get(key[1], ())
+            ):
+                continue  # not placed here, or no component port reads this edge
             if payload is None:
                 payload = encode(arrival.envelope)
             self._pending.add(key[0], key[1], edge.name, arrival.envelope.message_id, payload)

@@ -19,21 +19,31 @@ time is passed in.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 DEFAULT_TARGET_DELAY_MS = 250
-DEFAULT_MIN_ITEMS = 500
+DEFAULT_MIN_ITEMS = 1_000
+DEFAULT_MIN_CHUNK = 200
+"""Budget below which a stream's backlog waits for more rather than trickling out: a send
+round costs about the same for 10 items as for 500 (one query, one batch)."""
 DEFAULT_ACK_TIMEOUT_MS = 2_000
-_RATE_WEIGHT = 0.3  # of a new rate sample in the moving average
+RATE_WINDOW_MS = 2_000
+""""A receiver's rate is the best it showed over this long: what it handled while we were
+holding back says less about what it can do than what it handled when it had enough."""
 
 
 @dataclass
 class _Receiver:
     sequence: int
     at_ms: int
-    rate: float = 0.0
-    """Items per second it handled lately (a moving average of its acknowledgements)."""
+    samples: deque[tuple[int, float]] = field(default_factory=deque)
+    """(time, items per second between two acknowledgements), the last ``RATE_WINDOW_MS``."""
+
+    @property
+    def rate(self) -> float:
+        return max((r for _, r in self.samples), default=0.0)
 
 
 @dataclass
@@ -48,7 +58,9 @@ class ReceiverPacing:
         target_delay_ms: int = DEFAULT_TARGET_DELAY_MS,
         min_items: int = DEFAULT_MIN_ITEMS,
         ack_timeout_ms: int = DEFAULT_ACK_TIMEOUT_MS,
+        min_chunk: int = DEFAULT_MIN_CHUNK,
     ) -> None:
+        self.min_chunk = min_chunk
         if min_items < 1:
             raise ValueError("min_items must be at least 1")
         if target_delay_ms < 1:
@@ -78,14 +90,9 @@ class ReceiverPacing:
             return  # reordered on the way
         elapsed = now_ms - r.at_ms
         if elapsed > 0 and sequence > r.sequence:
-            sample = (sequence - r.sequence) * 1000.0 / elapsed
-            # Down at once, up gradually: a receiver that slowed down (its machine got busy)
-            # must not be buried while the average catches up; going up is safe to do slowly,
-            # since every acknowledgement frees budget anyway.
-            if r.rate == 0 or sample < r.rate:
-                r.rate = sample
-            else:
-                r.rate += _RATE_WEIGHT * (sample - r.rate)
+            r.samples.append((now_ms, (sequence - r.sequence) * 1000.0 / elapsed))
+        while r.samples and r.samples[0][0] < now_ms - RATE_WINDOW_MS:
+            r.samples.popleft()
         r.sequence, r.at_ms = sequence, now_ms
 
     def link_up(self, now_ms: int) -> None:
@@ -112,7 +119,19 @@ class ReceiverPacing:
         slowest = min(fresh, key=lambda r: r.rate)
         bound = max(self.min_items, int(slowest.rate * self.target_delay_ms / 1000))
         unconfirmed = max(0, s.sent - min(r.sequence for r in fresh))
-        return max(0, bound - unconfirmed)
+        budget = max(0, bound - unconfirmed)
+        if unconfirmed and budget < min(self.min_chunk, bound):
+            return 0  # wait for a worthwhile amount
+        return budget
+
+    def paced_budget(self, now_ms: int) -> int | None:
+        """The budgets of all paced streams added up; None when nothing is paced."""
+        total: int | None = None
+        for stream in self._streams:
+            budget = self.stream_budget(stream, now_ms)
+            if budget is not None:
+                total = (total or 0) + budget
+        return total
 
     def budgets(self, streams: Iterable[str], now_ms: int) -> dict[str, int]:
         """The budget of each paced stream among ``streams`` (unpaced ones are left out)."""

@@ -430,8 +430,15 @@ class SendScheduler:
         return max(1, min(free_slots * self._config.batch_max_items, self._config.max_candidates))
 
     def next_sends(
-        self, queues: Mapping[TrafficClass, ClassQueue], free_slots: int, now_ms: int
+        self,
+        queues: Mapping[TrafficClass, ClassQueue],
+        free_slots: int,
+        now_ms: int,
+        *,
+        backlog_held: bool = False,
     ) -> SendPlan:
+        """``backlog_held``: some backlog exists but was left out of ``queues`` (paced), so an
+        empty backlog here does not mean it has drained."""
         cfg = self._config
         expired: list[int] = []
         segments: dict[TrafficClass, tuple[_Segment, _Segment]] = {}
@@ -445,8 +452,10 @@ class SendScheduler:
                     else:
                         seg.append(p)
             segments[cls] = (_Segment(lists[0], cfg), _Segment(lists[1], cfg))
-            batching[cls] = len(lists[0]) + len(lists[1]) > free_slots
-        if self.live_after_id is not None and not any(q.backlog for q in queues.values()):
+            # Paced backlog is batched too: what is held back is a backlog all the same.
+            batching[cls] = len(lists[0]) + len(lists[1]) > free_slots or backlog_held
+        drained = not backlog_held and not any(q.backlog for q in queues.values())
+        if self.live_after_id is not None and drained:
             log.debug("backlog drained: back to FIFO")
             self.live_after_id = None
 
