@@ -10,17 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ion.catalog import Catalog, builtin_catalog
 from ion.model.definition import Edge, EdgeKind, IonDefinition
-from ion.validate.core import validate_ion
 from node.runner.spec import EdgePort
+
+if TYPE_CHECKING:
+    from ion.catalog import Catalog
 
 _CATALOG: Catalog | None = None
 
 
 def _catalog() -> Catalog:
     global _CATALOG  # noqa: PLW0603 - built once, lazily: entry points are read on first use
+    from ion.catalog import builtin_catalog
+
     if _CATALOG is None:
         _CATALOG = builtin_catalog().with_entry_points()
     return _CATALOG
@@ -44,6 +48,9 @@ class IonEdges:
 
 
 def resolve_edges(definition: IonDefinition, catalog: Catalog | None = None) -> IonEdges:
+    # Imported on the first definition: an agent with nothing to run stays small.
+    from ion.validate.core import validate_ion
+
     report = validate_ion(definition, catalog=catalog or _catalog())
     # An edge the validator could not resolve (it was applied with an unknown component, say)
     # keeps its short form: telemetry still flows, port binding skips it.

@@ -57,11 +57,18 @@ class PendingInbox:
         self.max_items = max_items
         self.dropped: Counter[tuple[str, str]] = Counter()
         self._db: sqlite3.Connection | None = None
+        self._entered = False
         self._counts: Counter[tuple[str, str]] = Counter()
         self._staged: list[tuple[str, str, str, str, bytes]] = []
         self._staged_ids: set[tuple[str, str, str]] = set()
 
     def __enter__(self) -> Self:
+        # Opened on first use: most nodes (gateways, cloud nodes running batch jobs) never
+        # keep anything here, and an open SQLite file costs memory an idle agent should not.
+        self._entered = True
+        return self
+
+    def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -71,11 +78,12 @@ class PendingInbox:
         ):
             self._counts[(ion, pipeline)] = n
         self._db = db
-        return self
+        return db
 
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._entered = False
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -83,7 +91,9 @@ class PendingInbox:
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
-            raise RuntimeError("the pending inbox is not open")
+            if not self._entered:
+                raise RuntimeError("the pending inbox is not open")
+            return self._open()
         return self._db
 
     def add(self, ion: str, pipeline: str, edge: str, message_id: str, payload: bytes) -> None:
@@ -172,12 +182,18 @@ class PendingInbox:
 
     def forget_pipeline(self, ion: str, pipeline: str) -> int:
         """Drop everything kept for a pipeline that no longer runs here."""
+        if self._db is None and not self.path.exists():
+            return 0
         cur = self.db.execute("DELETE FROM pending WHERE ion = ? AND pipeline = ?", (ion, pipeline))
         self._counts.pop((ion, pipeline), None)
         return cur.rowcount
 
     def count(self, ion: str, pipeline: str) -> int:
+        if self._db is None and self.path.exists():
+            self.db  # noqa: B018 - opening loads the counts
         return self._counts[(ion, pipeline)]
 
     def pipelines(self) -> list[tuple[str, str]]:
+        if self._db is None and self.path.exists():
+            self.db  # noqa: B018 - opening loads the counts
         return [k for k, n in self._counts.items() if n > 0]
