@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ion.errors import DecodeError
 from ion.model.event import DataRecords, Event, Severity, Trigger
 from ion.v1 import event_pb2 as pb
 from ion.wire.convert_common import EnumTable, decoding
@@ -64,7 +65,8 @@ def data_records_to_proto(d: DataRecords) -> pb.DataRecords:
 
 
 def data_records_from_proto(m: pb.DataRecords) -> DataRecords:
-    with decoding("data records"):
+    # The hot path of data edges: a plain try (see ``codec._envelope_from_proto``).
+    try:
         return DataRecords(
             columns=tuple(m.columns),
             values=tuple(m.values),
@@ -72,3 +74,5 @@ def data_records_from_proto(m: pb.DataRecords) -> DataRecords:
             payload=m.payload,
             content_type=m.content_type,
         )
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise DecodeError(f"invalid data records: {exc}") from exc
