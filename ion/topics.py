@@ -9,6 +9,10 @@ Layout (``ion/v1`` is the versioned namespace)::
     ion/v1/ions/<ion>/edges/<edge>/model/manifest          retained latest model manifest
     ion/v1/ions/<ion>/edges/<edge>/model/chunks/<model_id> model chunks
     ion/v1/ions/<ion>/edges/<edge>/model/requests          chunk requests (resume)
+    ion/v1/ions/<ion>/edges/<edge>/model/decisions/<version>  retained operator decision on a
+                                                           version (approve, reject, promote,
+                                                           rollback target): a Command
+    ion/v1/ions/<ion>/edges/<edge>/model/canary/<node>     retained canary verdict of a node
     ion/v1/ions/<ion>/pipelines/<pipeline>/<kind>/<node>   pipeline telemetry (stats|events|health)
     ion/v1/nodes/<node>/status                             retained status; last will = offline
     ion/v1/nodes/<node>/cmd                                commands to one node
@@ -50,6 +54,8 @@ class TopicKind(enum.Enum):
     MODEL_MANIFEST = "model_manifest"
     MODEL_CHUNKS = "model_chunks"
     MODEL_REQUESTS = "model_requests"
+    MODEL_DECISION = "model_decision"
+    MODEL_CANARY = "model_canary"
     PIPELINE = "pipeline"
     NODE_STATUS = "node_status"
     NODE_COMMAND = "node_command"
@@ -95,6 +101,7 @@ class Topic:
     node: str = ""
     channel: Channel | None = None
     model_id: str = ""
+    version: str = ""  # a model version label (decision topics)
     device: str = ""
     stream: str = ""
     monitor: str = ""
@@ -143,6 +150,17 @@ def model_chunks(ion: str, edge_name: str, model_id: str) -> str:
 
 def model_requests(ion: str, edge_name: str) -> str:
     return f"{_model_base(ion, edge_name)}/requests"
+
+
+def model_decision(ion: str, edge_name: str, version: str) -> str:
+    """Where the operators' decision on one model version is kept (retained, last one wins),
+    so a node that was offline finds every decision when it comes back."""
+    return f"{_model_base(ion, edge_name)}/decisions/{_name(version, 'model version')}"
+
+
+def model_canary(ion: str, edge_name: str, node: str) -> str:
+    """A canary node's retained verdict on the version it tried (an ``Event``)."""
+    return f"{_model_base(ion, edge_name)}/canary/{_name(node, 'node id')}"
 
 
 def _model_base(ion: str, edge_name: str) -> str:
@@ -203,8 +221,15 @@ def edge_filter(ion: str, edge_name: str, channel: Channel) -> str:
 
 
 def model_filter(ion: str, edge_name: str) -> str:
-    """Manifests, chunks and requests of one model edge."""
+    """Manifests, chunks, requests, decisions and canary verdicts of one model edge."""
     return f"{_model_base(ion, edge_name)}/#"
+
+
+def model_state_filters(ion: str | None = None) -> tuple[str, ...]:
+    """The retained model state (manifests, decisions, canary verdicts) of every model edge
+    of ``ion`` (of every ION when None); chunks and requests are left out."""
+    base = f"{ROOT}/ions/{'+' if ion is None else _name(ion, 'ION name')}/edges/+/model"
+    return (f"{base}/manifest", f"{base}/decisions/+", f"{base}/canary/+")
 
 
 # -- parsing ------------------------------------------------------------------------------------
@@ -226,6 +251,10 @@ def format_topic(t: Topic) -> str:
         return model_chunks(t.ion, t.edge, t.model_id)
     if k is TopicKind.MODEL_REQUESTS:
         return model_requests(t.ion, t.edge)
+    if k is TopicKind.MODEL_DECISION:
+        return model_decision(t.ion, t.edge, t.version)
+    if k is TopicKind.MODEL_CANARY:
+        return model_canary(t.ion, t.edge, t.node)
     if k is TopicKind.PIPELINE:
         assert t.channel is not None
         return pipeline(t.ion, t.pipeline, t.channel, t.node)
@@ -271,6 +300,20 @@ def _parse(topic: str) -> Topic:
                 ion=_name(ion, "ION name"),
                 edge=_name(e, "edge"),
                 model_id=model_id,
+            )
+        case ["ions", ion, "edges", e, "model", "decisions", version]:
+            return Topic(
+                TopicKind.MODEL_DECISION,
+                ion=_name(ion, "ION name"),
+                edge=_name(e, "edge"),
+                version=_name(version, "model version"),
+            )
+        case ["ions", ion, "edges", e, "model", "canary", node]:
+            return Topic(
+                TopicKind.MODEL_CANARY,
+                ion=_name(ion, "ION name"),
+                edge=_name(e, "edge"),
+                node=_name(node, "node id"),
             )
         case ["ions", ion, "edges", e, channel, node]:
             return Topic(
@@ -331,7 +374,15 @@ def filters_overlap(a: str, b: str) -> bool:
     return True
 
 
-_RETAINED_KINDS = frozenset({TopicKind.DEFINITION, TopicKind.NODE_STATUS, TopicKind.MODEL_MANIFEST})
+_RETAINED_KINDS = frozenset(
+    {
+        TopicKind.DEFINITION,
+        TopicKind.NODE_STATUS,
+        TopicKind.MODEL_MANIFEST,
+        TopicKind.MODEL_DECISION,
+        TopicKind.MODEL_CANARY,
+    }
+)
 
 
 def is_retained(topic: Topic) -> bool:

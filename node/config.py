@@ -23,6 +23,7 @@ outbox: {...}                # [defaults per traffic class] see node.outbox.clas
 dedup_window: 100000         # [100000] message ids remembered to drop duplicates
 ordering: {max_held: 20000}  # [see node.inbox.sequence.SequenceConfig] gap repair and order
 models: {chunk_size: 262144} # [see node.models.config.ModelConfig] transfer sizes and limits
+trust: {keys: [...]}         # [trust no key] see ion.security.trust: signed definitions/models
 log_level: info              # [info]
 ```
 """
@@ -41,6 +42,7 @@ from ion.authoring.durations import parse_duration
 from ion.config.broker import BrokerConfig, broker_from_mapping
 from ion.errors import ConfigError
 from ion.model.definition import NAME_PATTERN
+from ion.security.trust import TrustConfig, trust_from_mapping
 from ion.topics import filters_overlap
 
 from .identity import NodeIdentity
@@ -61,6 +63,7 @@ _TOP_KEYS = {
     "dedup_window",
     "ordering",
     "models",
+    "trust",
     "log_level",
 }
 _NODE_KEYS = {"id", "labels", "layer", "parent"}
@@ -113,6 +116,8 @@ class NodeConfig:
     dedup_window: int = 100_000
     ordering: SequenceConfig = field(default_factory=SequenceConfig)
     models: ModelConfig = field(default_factory=ModelConfig)
+    # Secure by default: no trusted key, no development mode, so nothing unsigned is run.
+    trust: TrustConfig = field(default_factory=TrustConfig)
     log_level: str = "info"
 
     @property
@@ -193,6 +198,9 @@ def config_from_mapping(
         ),
         ordering=SequenceConfig.from_mapping(
             _section(data, "ordering", where), where=f"{where}: ordering"
+        ),
+        trust=trust_from_mapping(
+            _section(data, "trust", where), where=f"{where}: trust", base_dir=base_dir
         ),
         log_level=log_level,
     )

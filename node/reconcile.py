@@ -8,14 +8,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ion import topics
 from ion.model.definition import EdgeKind, IonDefinition, IonDeleted, Pipeline
+from ion.security.trust import TrustConfig
 from ion.topics import Channel
 
 from .identity import NodeIdentity
+
+log = logging.getLogger(__name__)
 
 PipelineKey = tuple[str, str]
 """(ION name, pipeline name)."""
@@ -39,11 +43,26 @@ class Offer:
 
 @dataclass(slots=True)
 class DefinitionBook:
-    """The newest definition (or tombstone) per ION, never going back in version."""
+    """The newest definition (or tombstone) per ION, never going back in version.
+
+    Given a ``TrustConfig``, ``offer`` first checks the signature: an unsigned, forged or
+    untrusted item is refused before its version is even looked at, so it can neither run
+    nor raise the version a genuine item must beat."""
 
     entries: dict[str, IonDefinition | IonDeleted] = field(default_factory=dict)
+    warned_unsigned: bool = False
 
-    def offer(self, item: IonDefinition | IonDeleted) -> Offer:
+    def offer(self, item: IonDefinition | IonDeleted, trust: TrustConfig | None = None) -> Offer:
+        if trust is not None:
+            verdict = trust.check(item)
+            if not verdict.accepted:
+                return Offer(False, f"{verdict.reason} (version {item.version})")
+            if verdict.unsigned and not self.warned_unsigned:
+                self.warned_unsigned = True
+                log.warning(
+                    "ION %s version %d is unsigned; acting on it because trust.development_mode "
+                    "is on (said once)", item.name, item.version,
+                )  # fmt: skip
         held = self.entries.get(item.name)
         if held is not None:
             if item.version < held.version:

@@ -23,18 +23,22 @@ from ion.model.definition import (
     Placement,
     PortBinding,
 )
+from ion.security.keys import SigningKey
 from node.config import NodeConfig, config_from_mapping
 
 
 def node_config(
     node_id: str, url: str, data_dir: Path, labels: Mapping[str, str] | None = None, **extra: Any
 ) -> NodeConfig:
+    # Nodes refuse unsigned definitions by default; tests that do not test signatures run in
+    # development mode (pass trust={...} to test them).
     return config_from_mapping(
         {
             "node": {"id": node_id, "labels": dict(labels or {})},
             "broker": {"url": url},
             "data_dir": str(data_dir / node_id),
             "heartbeat_interval": "1s",
+            "trust": {"development_mode": True},
             **extra,
         }
     )
@@ -74,7 +78,7 @@ def two_node_ion(name: str, source: str, target: str) -> IonDefinition:
     )
 
 
-def apply_sync(url: str, definition: IonDefinition) -> IonDefinition:
+def apply_sync(url: str, definition: IonDefinition, key: SigningKey | None = None) -> IonDefinition:
     with connect(parse_broker_url(url)) as session:
         plan = definitions.plan_apply(
             definition,
@@ -83,18 +87,23 @@ def apply_sync(url: str, definition: IonDefinition) -> IonDefinition:
             operator="test",
         )
         assert plan.definition is not None
-        definitions.publish(session, plan.definition, now_ms=time.time_ns() // 1_000_000)
-        return plan.definition
+        published = definitions.publish(
+            session, plan.definition, now_ms=time.time_ns() // 1_000_000, key=key
+        )
+        assert isinstance(published, IonDefinition)
+        return published
 
 
-async def apply(url: str, definition: IonDefinition) -> IonDefinition:
-    return await asyncio.to_thread(apply_sync, url, definition)
+async def apply(
+    url: str, definition: IonDefinition, key: SigningKey | None = None
+) -> IonDefinition:
+    return await asyncio.to_thread(apply_sync, url, definition, key)
 
 
-def delete_sync(url: str, name: str) -> None:
+def delete_sync(url: str, name: str, key: SigningKey | None = None) -> None:
     with connect(parse_broker_url(url)) as session:
         tomb = definitions.plan_delete(
             definitions.fetch(session, name), name, now_ms=time.time_ns() // 1_000_000,
             operator="test",
         )  # fmt: skip
-        definitions.publish(session, tomb, now_ms=time.time_ns() // 1_000_000)
+        definitions.publish(session, tomb, now_ms=time.time_ns() // 1_000_000, key=key)

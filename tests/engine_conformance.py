@@ -10,6 +10,10 @@ fixture returning an ``EngineCase`` (parametrise the fixture to run several conf
 An ``EngineCase`` supplies the adapter, the same adapter pointed at an engine that is not
 installed, and pipelines for each scenario in that engine's own terms.  Every job a test
 starts must be gone, with its whole process group, by the end of the test.
+
+How long a job may take to start and show its first output is the case's
+``start_timeout_s`` (default ``START_TIMEOUT_S``): a python child prints within a second, a
+Spark driver first creates its session, which takes 4-15 s on a small shared machine.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 import pytest_asyncio
@@ -32,6 +36,7 @@ from node.engines.base import Engine, JobExit, JobSpec, JobStartError, Outcome, 
 from node.engines.process import output_log
 
 START_TIMEOUT_S = 15.0
+"""The default ``EngineCase.start_timeout_s``."""
 
 
 class EngineCase(Protocol):
@@ -44,6 +49,8 @@ class EngineCase(Protocol):
     stop_grace_s: float
     """Enough for the engine to shut down cleanly on SIGTERM."""
     reports_stats: bool
+    # start_timeout_s: float, optional (see ``start_timeout``): not declared here, so cases
+    # that do not need it stay valid implementations of the protocol.
 
     def engine(self) -> Engine: ...
 
@@ -113,6 +120,12 @@ def gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
+def start_timeout(case: object) -> float:
+    """The case's ``start_timeout_s``, or ``START_TIMEOUT_S`` when it sets none."""
+    value = getattr(case, "start_timeout_s", START_TIMEOUT_S)
+    return float(value)
+
+
 class Jobs:
     """Starts jobs for a test and guarantees none survives it."""
 
@@ -121,26 +134,40 @@ class Jobs:
         self.started: list[RunningJob] = []
         self._n = 0
 
-    def spec(self, pipeline: Pipeline, **kw: object) -> JobSpec:
+    @property
+    def start_timeout_s(self) -> float:
+        return start_timeout(self.case)
+
+    def spec(self, pipeline: Pipeline, **kw: Any) -> JobSpec:
+        """The job's spec in the next work dir; ``kw`` are more ``JobSpec`` fields (``edges``,
+        ``env`` added to the case's)."""
         self._n += 1
         work_dir = self.case.work_root / f"job{self._n}"
+        env = {**self.case.env, **kw.pop("env", {})}
         return JobSpec(
             ion="conformance",
             pipeline=pipeline,
             node_id="node-1",
             work_dir=work_dir,
-            env=dict(self.case.env),
-            **kw,  # type: ignore[arg-type]
+            env=env,
+            **kw,
         )
 
-    async def start(self, pipeline: Pipeline, engine: Engine | None = None) -> RunningJob:
-        job = await (engine or self.case.engine()).start(self.spec(pipeline))
+    def next_work_dir(self) -> Path:
+        """Where the next job started will run (to put its input files there first)."""
+        return self.case.work_root / f"job{self._n + 1}"
+
+    async def start(
+        self, pipeline: Pipeline, engine: Engine | None = None, **kw: Any
+    ) -> RunningJob:
+        job = await (engine or self.case.engine()).start(self.spec(pipeline, **kw))
         self.started.append(job)
         return job
 
-    async def run(self, pipeline: Pipeline) -> JobExit:
-        job = await self.start(pipeline)
-        async with asyncio.timeout(START_TIMEOUT_S):
+    async def run(self, pipeline: Pipeline, **kw: Any) -> JobExit:
+        """Start ``pipeline`` and wait for it to end, within the case's start timeout."""
+        job = await self.start(pipeline, **kw)
+        async with asyncio.timeout(self.start_timeout_s):
             return await job.wait()
 
     async def cleanup(self) -> list[int]:
@@ -161,7 +188,9 @@ async def until(predicate: Callable[[], object], within_s: float = START_TIMEOUT
             await asyncio.sleep(0.02)
 
 
-async def wait_for_output(caplog: pytest.LogCaptureFixture, job_id: str, text: str) -> None:
+async def wait_for_output(
+    caplog: pytest.LogCaptureFixture, job_id: str, text: str, within_s: float = START_TIMEOUT_S
+) -> None:
     """Until a line containing ``text`` was logged for the job (its pipeline id)."""
 
     def seen() -> bool:
@@ -171,9 +200,9 @@ async def wait_for_output(caplog: pytest.LogCaptureFixture, job_id: str, text: s
         )
 
     try:
-        await until(seen)
+        await until(seen, within_s)
     except TimeoutError:
-        pytest.fail(f"no output containing {text!r} from {job_id}")
+        pytest.fail(f"no output containing {text!r} from {job_id} within {within_s:g}s")
 
 
 @pytest.mark.integration
@@ -215,7 +244,7 @@ class EngineConformance:
         job = await jobs.start(pipeline)
         assert isinstance(job, RunningJob)
         assert job.pid > 0
-        async with asyncio.timeout(START_TIMEOUT_S):
+        async with asyncio.timeout(jobs.start_timeout_s):
             exit = await job.wait()
         assert exit.outcome is Outcome.SUCCEEDED, exit.describe()
         assert exit.code == 0
@@ -231,7 +260,9 @@ class EngineConformance:
     ) -> None:
         pipeline = case.long_running("tick-tock")
         job = await jobs.start(pipeline)
-        await wait_for_output(caplog, f"conformance/{pipeline.name}", "tick-tock")
+        await wait_for_output(
+            caplog, f"conformance/{pipeline.name}", "tick-tock", jobs.start_timeout_s
+        )
         assert group_alive(job.pid)
         exit = await job.stop(case.stop_grace_s)
         assert exit.outcome in (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.KILLED)
@@ -247,7 +278,9 @@ class EngineConformance:
         if pipeline is None:
             pytest.skip(f"{case.name} cannot express a job that ignores SIGTERM")
         job = await jobs.start(pipeline)
-        await wait_for_output(caplog, f"conformance/{pipeline.name}", "ignoring SIGTERM")
+        await wait_for_output(
+            caplog, f"conformance/{pipeline.name}", "ignoring SIGTERM", jobs.start_timeout_s
+        )
         began = time.monotonic()
         exit = await job.stop(0.5)
         took = time.monotonic() - began
@@ -285,7 +318,7 @@ class EngineConformance:
         if not case.reports_stats:
             pytest.skip(f"{case.name} reports no statistics of its own")
         job = await jobs.start(case.long_running("stats"))
-        await until(lambda: job.stats() is not None)
+        await until(lambda: job.stats() is not None, jobs.start_timeout_s)
         stats = job.stats()
         assert stats is not None
         assert stats.values

@@ -28,7 +28,6 @@ from ion.model.definition import (
     PipelineMode,
     PipelineRole,
     Placement,
-    PolicyKind,
 )
 from ion.model.event import Event
 from ion.model.manifest import ChunkRequest, ModelChunk, ModelManifest
@@ -428,11 +427,10 @@ def test_version_labels_order_by_number_then_creation_time() -> None:
     assert version_key(manifest("007")) == (7, 0)
 
 
-def test_policies_other_than_auto_activate_as_auto_for_now() -> None:
+def test_auto_activates_newer_versions_it_did_not_refuse() -> None:
+    # The other policies: tests/test_model_policies.py.
     m2, m1 = manifest("2"), manifest("1")
-    canary = ModelPolicy(kind=PolicyKind.CANARY)
-    assert activation(canary, m2, m1, rejected=False).action is Activation.ACTIVATE
-    assert "as auto" in activation(canary, m2, m1, rejected=False).reason
+    assert activation(None, m2, m1, rejected=False).action is Activation.ACTIVATE
     assert activation(None, m2, None, rejected=False).action is Activation.ACTIVATE
     assert activation(None, m1, m2, rejected=False).action is Activation.KEEP
     assert activation(None, m2, m1, rejected=True).action is Activation.KEEP

@@ -39,7 +39,7 @@ from spark_support_fakes import (
     submission,
 )
 
-from ion.model.definition import PipelineMode
+from ion.model.definition import ArgValue, Pipeline, PipelineMode
 from node.engines.base import JobStartError, Outcome
 from node.engines.process import output_log
 from node.engines.spark_engine import EVENT_DIR, SparkEngine, SparkJob
@@ -406,9 +406,28 @@ def spark_plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return plugin_dir(tmp_path_factory.mktemp("spark-plugins"))
 
 
+@dataclasses.dataclass
+class SparkSessionCase(SparkCase):
+    """The conformance scenarios with real Spark work where it is cheap: the job that runs and
+    the one that runs until stopped sum numbers in a Spark session (so its statistics come
+    from Spark's event log, not only from /proc); the rest fail before a session would start,
+    or exercise the runner's own exit paths, which a session would only slow down."""
+
+    start_timeout_s: float = 60.0
+    """A Spark session takes 4-15 s to create here, more while other tests load the cores."""
+
+    def printing(self, marker: str) -> Pipeline:
+        args: dict[str, ArgValue] = {"count": 10, "partitions": 1, "prefix": f"{marker} "}
+        return spark_pipe("printing", BATCH, comp("sum", "spark_sum", args))
+
+    def long_running(self, marker: str) -> Pipeline:
+        args: dict[str, ArgValue] = {"count": 10, "interval_s": 0.2, "prefix": f"{marker} "}
+        return spark_pipe("long-running", STREAMING, comp("sum", "spark_sum", args))
+
+
 @pytest.fixture
 def spark_case(tmp_path: Path, spark_plugins: Path) -> SparkCase:
-    return SparkCase(work_root=tmp_path, env={"PYTHONPATH": child_pythonpath(spark_plugins)})
+    return SparkSessionCase(work_root=tmp_path, env={"PYTHONPATH": child_pythonpath(spark_plugins)})
 
 
 class TestSparkConformance(EngineConformance):

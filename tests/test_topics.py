@@ -38,6 +38,14 @@ TABLE: list[tuple[str, Topic]] = [
         Topic(TopicKind.MODEL_REQUESTS, ion="kmeans", edge="model"),
     ),
     (
+        "ion/v1/ions/kmeans/edges/model/model/decisions/1718000000000",
+        Topic(TopicKind.MODEL_DECISION, ion="kmeans", edge="model", version="1718000000000"),
+    ),
+    (
+        "ion/v1/ions/kmeans/edges/model/model/canary/edge-1",
+        Topic(TopicKind.MODEL_CANARY, ion="kmeans", edge="model", node="edge-1"),
+    ),
+    (
         "ion/v1/ions/kmeans/pipelines/inference/stats/edge-1",
         Topic(
             TopicKind.PIPELINE,

@@ -1,8 +1,12 @@
 """``ion demo``: the whole system on one machine, on an embedded broker.
 
-For now it starts the embedded broker, applies the example ION over MQTT and shows that a
-separate subscriber received exactly what was applied.  Later issues extend it to node agents,
-Spark training, edge inference, the monitor and drift-triggered retraining.
+It starts the embedded broker, four node agents (a cloud node and three edge nodes), generates
+training data, applies the KMeans example ION signed with a throw-away operator key, runs
+simulated devices, and prints what the fleet does: Spark training on the cloud node, the model
+rolled out to the edge under the edge's policy and hot-swapped into the running inference
+pipelines, anomaly rates, and drift the edge nodes detect on their own once the devices start
+to wear.  Ctrl-C (or ``--duration``) stops everything and leaves no process behind.  See
+``node.demo_run`` for the steps.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from types import FrameType
 
@@ -30,10 +33,11 @@ def _step(text: str) -> None:
 @click.option(
     "--ion",
     "ion_file",
-    type=click.Path(dir_okay=False, exists=True),
-    default=str(DEFAULT_ION),
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=DEFAULT_ION,
     show_default=True,
-    help="The ION to apply.",
+    help="The ION to run (its pipelines must be placed by the labels tier=cloud / tier=edge "
+    "or on the node ids cloud-1, edge-1..3).",
 )
 @click.option("--port", type=int, default=0, help="Broker port on 127.0.0.1 [default: a free one].")
 @click.option(
@@ -42,15 +46,24 @@ def _step(text: str) -> None:
     default=None,
     help="Stop after this many seconds [default: run until Ctrl-C].",
 )
-def demo(ion_file: str, port: int, duration: float | None) -> None:
+@click.option(
+    "--drift-after",
+    type=float,
+    default=90.0,
+    show_default=True,
+    help="Seconds of scoring at the edge before the devices start to drift.",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep node data and logs here [default: a temporary directory, removed at the end].",
+)
+def demo(
+    ion_file: Path, port: int, duration: float | None, drift_after: float, work_dir: Path | None
+) -> None:
     """Run the end-to-end demo on an embedded broker (Ctrl-C stops it cleanly)."""
-    from broker.embedded import start_broker
-    from ion.authoring import load_ion_file
-    from ion.client import definitions
-    from ion.client.session import connect
-    from ion.config.broker import parse_broker_url
-    from ion.model.definition import IonDefinition
-    from ion.validate import validate_parsed
+    from node.demo_run import run_demo
 
     stop = threading.Event()
 
@@ -59,64 +72,17 @@ def demo(ion_file: str, port: int, duration: float | None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-
-    _step(f"validating {ion_file}")
-    parsed = load_ion_file(ion_file)
-    errors = [p for p in validate_parsed(parsed).problems if p.severity == "error"]
-    if errors or parsed.definition is None:
-        for p in errors:
-            click.echo(str(p), err=True)
-        sys.exit(2)
-    definition = parsed.definition
-    _step("starting the embedded broker")
     try:
-        with start_broker(port=port) as broker:
-            _step(f"broker ({broker.kind}) listening at {broker.url}")
-            cfg = parse_broker_url(broker.url)
-            with connect(cfg, client_prefix="ion-demo") as session:
-                plan = definitions.plan_apply(
-                    definition,
-                    definitions.fetch(session, definition.name),
-                    now_ms=time.time_ns() // 1_000_000,
-                    operator="demo",
-                )
-                if plan.definition is not None:
-                    definitions.publish(
-                        session, plan.definition, now_ms=time.time_ns() // 1_000_000
-                    )
-                    _step(f"applied ION {definition.name!r} version {plan.definition.version}")
-            with connect(cfg, client_prefix="ion-demo-reader") as session:
-                received = definitions.fetch(session, definition.name)
-            if not isinstance(received, IonDefinition):
-                click.echo("error: the broker did not return the applied ION", err=True)
-                sys.exit(1)
-            same = definitions.authored(received) == definitions.authored(definition)
-            _step(
-                f"a separate subscriber received ION {received.name!r} version "
-                f"{received.version} ({len(received.pipelines)} pipelines, "
-                f"{len(received.edges)} edges, sha256 {received.content_sha256[:12]}); "
-                f"identical to the file: {'yes' if same else 'NO'}"
-            )
-            for pl in received.pipelines:
-                where = ", ".join(pl.placement.nodes) or ", ".join(
-                    f"{k}={v}" for k, v in pl.placement.labels.items()
-                )
-                click.echo(
-                    f"      pipeline {pl.name:<12} {pl.engine:<10} {pl.mode.value:<9} on {where}"
-                )
-            for e in received.edges:
-                targets = ", ".join(str(t) for t in e.targets)
-                click.echo(
-                    f"      edge     {e.name:<12} {e.kind.value:<10} {e.source} -> {targets}"
-                )
-            if duration is None:
-                _step(
-                    f"running; try `ion get {definition.name} --broker {broker.url}` in "
-                    "another terminal. Ctrl-C stops."
-                )
-            stop.wait(duration)
-            _step("stopping")
+        status = run_demo(
+            ion_file=ion_file,
+            port=port,
+            duration=duration,
+            drift_after=drift_after,
+            work_dir=work_dir,
+            say=_step,
+            stop=stop,
+        )
     except IonError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    _step("stopped cleanly")
+    sys.exit(status)

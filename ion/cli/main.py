@@ -19,6 +19,7 @@ import click
 from ion import __version__
 from ion.errors import InputError, IonError
 
+from .keys import keys, resolve_signing_key, signing_option, unsigned_warning
 from .options import broker_options, resolve_broker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -164,18 +165,21 @@ def _load_valid(file: str) -> Any:
 @cli.command(context_settings=CONTEXT)
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Publish a new version even when nothing changed.")
+@signing_option
 @broker_options
 @reports_errors
 def apply(file: str, force: bool, **kwargs: Any) -> None:
     """Validate FILE and publish it as the ION's desired state.
 
-    The definition is published retained at QoS 1 with the next version number; the command
-    returns once the broker has acknowledged it.  Node agents subscribed to it reconcile.
+    The definition is published retained at QoS 1 with the next version number, signed with
+    --key; the command returns once the broker has acknowledged it.  Node agents subscribed
+    to it check the signature and reconcile.
     """
     from ion.client import definitions
     from ion.client.session import connect
 
     definition = _load_valid(file)
+    key = resolve_signing_key(kwargs)
     broker, operator = resolve_broker(kwargs)
     with connect(broker) as session:
         current = definitions.fetch(session, definition.name)
@@ -185,11 +189,14 @@ def apply(file: str, force: bool, **kwargs: Any) -> None:
         if plan.definition is None:
             click.echo(f"ion/{definition.name} {plan.reason}")
             return
-        definitions.publish(session, plan.definition, now_ms=now_ms())
+        if key is None:
+            unsigned_warning()
+        definitions.publish(session, plan.definition, now_ms=now_ms(), key=key)
     d = plan.definition
+    signed = f", signed by key {key.key_id}" if key is not None else ", unsigned"
     click.echo(
         f"ion/{d.name} {plan.reason}: version {d.version}, "
-        f"sha256 {d.content_sha256[:12]}, on {broker.url}"
+        f"sha256 {d.content_sha256[:12]}{signed}, on {broker.url}"
     )
 
 
@@ -297,22 +304,26 @@ def list_cmd(show_all: bool, as_json: bool, **kwargs: Any) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("name")
+@signing_option
 @broker_options
 @reports_errors
 def delete(name: str, **kwargs: Any) -> None:
     """Delete the ION NAME: its pipelines stop on every node.
 
-    A versioned tombstone replaces the retained definition, so an older copy replayed later
-    cannot bring the ION back.
+    A versioned tombstone (signed with --key) replaces the retained definition, so an older
+    copy replayed later cannot bring the ION back.
     """
     from ion.client import definitions
     from ion.client.session import connect
 
+    key = resolve_signing_key(kwargs)
     broker, operator = resolve_broker(kwargs)
     with connect(broker) as session:
         current = definitions.fetch(session, name)
         tombstone = definitions.plan_delete(current, name, now_ms=now_ms(), operator=operator)
-        definitions.publish(session, tombstone, now_ms=now_ms())
+        if key is None:
+            unsigned_warning()
+        definitions.publish(session, tombstone, now_ms=now_ms(), key=key)
     click.echo(f"ion/{name} deleted (version {tombstone.version})")
 
 
@@ -358,6 +369,9 @@ def nodes(watch: bool, as_json: bool, **kwargs: Any) -> None:
         time.sleep(2)
 
 
+cli.add_command(keys, name="keys")
+
+
 def _register_optional_commands() -> None:
     from broker.cli import broker_command
 
@@ -368,6 +382,9 @@ def _register_optional_commands() -> None:
     from node.cli import node_group
 
     cli.add_command(node_group, name="node")
+    from ion.cli.models import register as register_model_commands
+
+    register_model_commands(cli)  # models, approve, reject, promote, rollback
 
 
 _register_optional_commands()

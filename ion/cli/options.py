@@ -10,6 +10,7 @@ Precedence: command-line flag, then environment variable, then the config file
       cert_file: /etc/ion/operator.pem
       key_file: /etc/ion/operator.key
     operator: alice
+    signing_key: alice        # `ion apply` and `ion delete` sign with it (a name or a file)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ion.errors import ConfigError
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_CONFIG = Path("~/.config/ion/config.yaml")
-_CONFIG_KEYS = {"broker", "operator"}
+_CONFIG_KEYS = {"broker", "operator", "signing_key"}  # signing_key: see ion.cli.keys
 
 
 def broker_options(func: F) -> F:

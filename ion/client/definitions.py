@@ -12,6 +12,8 @@ from ion import topics
 from ion.errors import DecodeError, InputError, NotFoundError
 from ion.model.definition import IonDefinition, IonDeleted
 from ion.model.messages import Envelope, new_envelope
+from ion.security.keys import SigningKey
+from ion.security.signing import sign
 from ion.wire.codec import decode, encode
 from ion.wire.definition import content_sha256
 
@@ -97,10 +99,16 @@ def _envelope(body: Stored, *, operator_node: str, now_ms: int) -> Envelope:
     return new_envelope(body, source_node=operator_node, ion=body.name, now_ms=now_ms)
 
 
-def publish(session: OperatorSession, body: Stored, *, now_ms: int) -> None:
-    """Publish a definition or tombstone retained, waiting for the broker's acknowledgement."""
+def publish(
+    session: OperatorSession, body: Stored, *, now_ms: int, key: SigningKey | None = None
+) -> Stored:
+    """Publish a definition or tombstone retained, signed with ``key`` when given, waiting for
+    the broker's acknowledgement; returns what was published."""
+    if key is not None:
+        body = sign(body, key, now_ms=now_ms)
     env = _envelope(body, operator_node=session.client_id, now_ms=now_ms)
     session.publish(topics.definition(body.name), encode(env), retain=True)
+    return body
 
 
 def plan_delete(current: Stored | None, name: str, *, now_ms: int, operator: str) -> IonDeleted:

@@ -44,6 +44,14 @@ class RollbackModel:
 
 
 @dataclass(frozen=True, slots=True)
+class PromoteModel:
+    """Canary policy: activate the version on every consumer now, without waiting for the
+    canary's verdict."""
+
+    ref: ModelRef
+
+
+@dataclass(frozen=True, slots=True)
 class RestartPipeline:
     ref: PipelineRef
 
@@ -61,7 +69,7 @@ class Ping:
 
 
 CommandAction: TypeAlias = (
-    ApproveModel | RejectModel | RollbackModel | RestartPipeline | RunPipeline | Ping
+    ApproveModel | RejectModel | RollbackModel | PromoteModel | RestartPipeline | RunPipeline | Ping
 )
 
 

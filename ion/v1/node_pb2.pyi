@@ -201,7 +201,7 @@ class ModelRef(_message.Message):
     def __init__(self, ion: _Optional[str] = ..., edge: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("command_id", "issued_by", "issued_ms", "expires_ms", "sequence", "signature", "reason", "approve_model", "reject_model", "rollback_model", "restart_pipeline", "run_pipeline", "ping")
+    __slots__ = ("command_id", "issued_by", "issued_ms", "expires_ms", "sequence", "signature", "reason", "approve_model", "reject_model", "rollback_model", "restart_pipeline", "run_pipeline", "ping", "promote_model")
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
     ISSUED_BY_FIELD_NUMBER: _ClassVar[int]
     ISSUED_MS_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +215,7 @@ class Command(_message.Message):
     RESTART_PIPELINE_FIELD_NUMBER: _ClassVar[int]
     RUN_PIPELINE_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_MODEL_FIELD_NUMBER: _ClassVar[int]
     command_id: str
     issued_by: str
     issued_ms: int
@@ -228,7 +229,8 @@ class Command(_message.Message):
     restart_pipeline: PipelineRef
     run_pipeline: PipelineRef
     ping: Ping
-    def __init__(self, command_id: _Optional[str] = ..., issued_by: _Optional[str] = ..., issued_ms: _Optional[int] = ..., expires_ms: _Optional[int] = ..., sequence: _Optional[int] = ..., signature: _Optional[_Union[_common_pb2.Signature, _Mapping]] = ..., reason: _Optional[str] = ..., approve_model: _Optional[_Union[ModelRef, _Mapping]] = ..., reject_model: _Optional[_Union[ModelRef, _Mapping]] = ..., rollback_model: _Optional[_Union[ModelRef, _Mapping]] = ..., restart_pipeline: _Optional[_Union[PipelineRef, _Mapping]] = ..., run_pipeline: _Optional[_Union[PipelineRef, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ...) -> None: ...
+    promote_model: ModelRef
+    def __init__(self, command_id: _Optional[str] = ..., issued_by: _Optional[str] = ..., issued_ms: _Optional[int] = ..., expires_ms: _Optional[int] = ..., sequence: _Optional[int] = ..., signature: _Optional[_Union[_common_pb2.Signature, _Mapping]] = ..., reason: _Optional[str] = ..., approve_model: _Optional[_Union[ModelRef, _Mapping]] = ..., reject_model: _Optional[_Union[ModelRef, _Mapping]] = ..., rollback_model: _Optional[_Union[ModelRef, _Mapping]] = ..., restart_pipeline: _Optional[_Union[PipelineRef, _Mapping]] = ..., run_pipeline: _Optional[_Union[PipelineRef, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., promote_model: _Optional[_Union[ModelRef, _Mapping]] = ...) -> None: ...
 
 class PipelineRef(_message.Message):
     __slots__ = ("ion", "pipeline")

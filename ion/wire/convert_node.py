@@ -13,6 +13,7 @@ from ion.model.command import (
     ModelRef,
     Ping,
     PipelineRef,
+    PromoteModel,
     RejectModel,
     RestartPipeline,
     RollbackModel,
@@ -253,6 +254,8 @@ def command_to_proto(c: Command) -> pb.Command:
             m.reject_model.CopyFrom(_model_ref(ref))
         case RollbackModel(ref=ref):
             m.rollback_model.CopyFrom(_model_ref(ref))
+        case PromoteModel(ref=ref):
+            m.promote_model.CopyFrom(_model_ref(ref))
         case RestartPipeline(ref=pref):
             m.restart_pipeline.CopyFrom(_pipeline_ref(pref))
         case RunPipeline(ref=pref):
@@ -264,16 +267,21 @@ def command_to_proto(c: Command) -> pb.Command:
     return m
 
 
+_MODEL_ACTIONS: dict[str, type[ApproveModel | RejectModel | RollbackModel | PromoteModel]] = {
+    "approve_model": ApproveModel,
+    "reject_model": RejectModel,
+    "rollback_model": RollbackModel,
+    "promote_model": PromoteModel,
+}
+
+
 def _action_from_proto(m: pb.Command) -> CommandAction:
     kind = m.WhichOneof("action")
     if kind is None:
         raise DecodeError(f"command {m.command_id[:80]!r} has no action")
-    if kind in ("approve_model", "reject_model", "rollback_model"):
+    if kind in _MODEL_ACTIONS:
         r = getattr(m, kind)
-        ref = ModelRef(ion=r.ion, edge=r.edge, version=r.version)
-        if kind == "approve_model":
-            return ApproveModel(ref)
-        return RejectModel(ref) if kind == "reject_model" else RollbackModel(ref)
+        return _MODEL_ACTIONS[kind](ModelRef(ion=r.ion, edge=r.edge, version=r.version))
     if kind in ("restart_pipeline", "run_pipeline"):
         p = getattr(m, kind)
         pref = PipelineRef(ion=p.ion, pipeline=p.pipeline)

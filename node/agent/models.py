@@ -15,8 +15,11 @@ the chunks and says when to ask for missing ones.  A complete transfer is checke
 ``report`` turns a component's verdict into a ``model.accepted`` / ``model.rejected`` event; a
 refused version is rolled back to the previous one and never activated again.
 
-Decisions are events on the node's events topic (``model.activated``, ``model.rolled_back``,
-``model.invalid``, ...).  ``run`` drives the exchange inside the agent (what arrives, in order,
+Update policies, operators' decisions (retained on ``.../model/decisions/<version>``) and
+canary verdicts (retained on ``.../model/canary/<node>``) go to ``rollouts``
+(``node.models.rollout_driver``).  Decisions are events on the node's events topic
+(``model.activated``, ``model.pending``, ``model.rolled_back``, ``model.invalid``, ...).
+``run`` drives the exchange inside the agent (what arrives, in order,
 plus a timer); its ``on_*`` methods and ``tick`` can be called directly with a fake host, which
 makes each step testable without a broker.
 """
@@ -34,18 +37,24 @@ from typing import Any, Protocol
 
 from ion import topics
 from ion.errors import InputError, UnavailableError
+from ion.model.command import Command
 from ion.model.definition import EdgeKind, IonDefinition, ModelPolicy
 from ion.model.event import Event, Severity
 from ion.model.manifest import ChunkRequest, ModelChunk, ModelManifest
 from ion.model.status import ModelStatus
+from ion.security.signing import sign
+from ion.security.trust import TrustConfig
 from ion.topics import TopicKind
+from node.link.base import LinkState
 from node.models import policy
 from node.models.artifact import ModelArtifact
 from node.models.config import ModelConfig
 from node.models.errors import ChunkMismatchError, IntegrityError, ManifestError, ModelError
 from node.models.incoming import Incoming, Transfers
 from node.models.pack import pack
-from node.models.sending import ChunkSender
+from node.models.rollout import Rollout
+from node.models.rollout_driver import RolloutDriver
+from node.models.sending import ChunkSender, DirectLink
 from node.models.store import ModelStore, StoredVersion
 from node.models.transfer import build_manifest, check_manifest, digest_file
 from node.models.watch import ModelWatch
@@ -56,7 +65,13 @@ log = logging.getLogger(__name__)
 
 EdgeKey = tuple[str, str]  # (ION, edge)
 _MODEL_KINDS = frozenset(
-    {TopicKind.MODEL_MANIFEST, TopicKind.MODEL_CHUNKS, TopicKind.MODEL_REQUESTS}
+    {
+        TopicKind.MODEL_MANIFEST,
+        TopicKind.MODEL_CHUNKS,
+        TopicKind.MODEL_REQUESTS,
+        TopicKind.MODEL_DECISION,
+        TopicKind.MODEL_CANARY,
+    }
 )
 
 
@@ -87,6 +102,11 @@ def wall_ms() -> int:
 
 
 class ModelExchange:
+    # The node's trust settings (set by the agent from its config): manifests it publishes
+    # are signed with ``trust.signing_key``, manifests it consumes must pass ``trust.check``.
+    # None (a bare exchange, as in unit tests) signs and checks nothing.
+    trust: TrustConfig | None = None
+
     def __init__(
         self,
         host: ModelHost,
@@ -100,6 +120,16 @@ class ModelExchange:
         self._cfg = cfg = config or ModelConfig()
         self._clock = clock
         self.store = ModelStore(root / "store", cfg.unpack_limits)
+        # Update policies, operators' decisions and canaries (``node.models.rollout``).
+        self.rollouts = RolloutDriver(
+            Rollout(self.store, root / "rollout", host.node_id),
+            node_id=host.node_id,
+            emit=self._emit,
+            send=lambda topic, body, ion: self._later(self._quietly(topic, body, ion), topic),
+            notify=self._notify,
+            clock=clock,
+            trust=lambda: self.trust,
+        )
         self.transfers = Transfers(root, cfg)
         self._outgoing = root / "outgoing"
         shutil.rmtree(self._outgoing, ignore_errors=True)  # packs of an earlier run
@@ -110,7 +140,10 @@ class ModelExchange:
         # chunks, sent for other consumers, are not staged.
         self._unwanted: dict[str, None] = {}
         self._watches: dict[EdgeKey, ModelWatch] = {}
-        self._sender = ChunkSender(self._publish, cfg, clock)
+        # Chunks go straight over the host's link when it has one (node.models.sending); a
+        # host without one (a test's fake) gets everything through ``publish``.
+        direct = self._direct_link if hasattr(type(host), "link") else None
+        self._sender = ChunkSender(self._publish, cfg, clock, link=direct, node_id=host.node_id)
         self._tg: asyncio.TaskGroup | None = None
         self.counters: Counter[str] = Counter()
 
@@ -136,6 +169,7 @@ class ModelExchange:
                     produced[key] = e.source.pipeline
                     policies[key] = e.policy
         self._consumed, self._produced, self._policies = consumed, produced, policies
+        self.rollouts.plan(definitions, consumed, frozenset(mine))
         for inc in self.transfers:  # an edge no longer consumed here (e.g. the ION deleted)
             m = inc.manifest
             if (m.ion, m.edge) not in consumed and not inc.finishing:
@@ -176,6 +210,7 @@ class ModelExchange:
         for ion, edge in sorted({*self._consumed, *self._produced}):
             active = self.store.active(ion, edge)
             held = reversed(self.store.versions(ion, edge))
+            pending, canary_state = self.rollouts.core.status((ion, edge))
             out.append(
                 ModelStatus(
                     ion=ion,
@@ -183,6 +218,8 @@ class ModelExchange:
                     active_version=active.manifest.version if active else "",
                     active_model_id=active.model_id if active else "",
                     versions=tuple(v.manifest.version for v in held),
+                    pending=pending,
+                    canary_state=canary_state,
                 )
             )
         return out
@@ -221,6 +258,9 @@ class ModelExchange:
                     baseline=artifact.baseline,
                     annotations=artifact.annotations,
                 )
+                if self.trust is not None and self.trust.signing_key is not None:
+                    # Signed before it is stored: the store's copy is what is (re)published.
+                    manifest = sign(manifest, self.trust.signing_key, now_ms=now)
                 check_manifest(manifest, self._cfg.transfer_limits)  # what peers would refuse
                 built = await asyncio.to_thread(
                     self.store.build, manifest, packed.path, move=packed.temporary
@@ -275,6 +315,12 @@ class ModelExchange:
                     await self.on_chunk(body, ion=t.ion, edge=t.edge)
             elif t.kind is TopicKind.MODEL_REQUESTS and isinstance(body, ChunkRequest):
                 await self.on_request(t.ion, t.edge, body)
+            elif t.kind is TopicKind.MODEL_DECISION and isinstance(body, Command):
+                source = arrival.envelope.source_node
+                await self.rollouts.on_decision(t.ion, t.edge, t.version, body, source)
+            elif t.kind is TopicKind.MODEL_CANARY and isinstance(body, Event):
+                created = arrival.envelope.created_ms
+                await self.rollouts.on_canary(t.ion, t.edge, t.node, body, created)
             else:
                 self.counters["unexpected"] += 1
         except (InputError, OSError) as exc:
@@ -288,14 +334,27 @@ class ModelExchange:
             self.counters["manifest.ignored"] += 1
             return
         check_manifest(m, self._cfg.transfer_limits)
-        # Issue 5: verify m.signature here, before anything is fetched.
+        if self.trust is not None:  # before anything is fetched or stored
+            verdict = self.trust.check(m)
+            if not verdict.accepted:
+                self.counters["manifest.refused"] += 1
+                log.warning("model %s/%s version %s refused: %s",
+                            m.ion, m.edge, m.version, verdict.reason)  # fmt: skip
+                await self._event("model.rejected", Severity.WARNING, m, verdict.reason)
+                return
+            if verdict.unsigned:
+                if not self.counters["manifest.unsigned"]:
+                    log.warning("model %s/%s version %s is unsigned; fetching it because "
+                                "trust.development_mode is on (said once)",
+                                m.ion, m.edge, m.version)  # fmt: skip
+                self.counters["manifest.unsigned"] += 1
         if self.transfers.get(m.model_id) or self.store.get(*key, m.model_id):
             return
         active = self.store.active(*key)
         newest = self.transfers.newest(*key)
         if active is not None and policy.newer(active.manifest, newest):
             newest = active.manifest
-        rejected = self.store.is_rejected(*key, m.model_id)
+        rejected = self.store.is_rejected(*key, m.model_id) or not self.rollouts.core.fetchable(m)
         if not policy.fetch(self._consumed[key], m, newest, rejected=rejected):
             self.counters["manifest.skipped"] += 1
             self._unwanted[m.model_id] = None
@@ -356,24 +415,9 @@ class ModelExchange:
         await self._decide(stored)
 
     async def _decide(self, stored: StoredVersion) -> None:
-        m = stored.manifest
-        key = (m.ion, m.edge)
-        active = self.store.active(*key)
-        decision = policy.activation(
-            self._consumed.get(key),
-            m,
-            active.manifest if active else None,
-            rejected=self.store.is_rejected(*key, m.model_id),
+        await self.rollouts.ready(
+            stored, keep=self._keep((stored.manifest.ion, stored.manifest.edge))
         )
-        if decision.action is policy.Activation.ACTIVATE:
-            self.store.activate(*key, m.model_id)
-            log.info("model %s/%s version %s active (%s)", *key, m.version, decision.reason)
-            self._notify(key)
-            await self._event("model.activated", Severity.INFO, m, decision.reason)
-        else:
-            log.info("model %s/%s version %s kept, not active: %s",
-                     *key, m.version, decision.reason)  # fmt: skip
-        self.store.prune(*key, self._keep(key))
 
     async def on_request(self, ion: str, edge: str, req: ChunkRequest) -> None:
         key = (ion, edge)
@@ -392,13 +436,17 @@ class ModelExchange:
         await self._later(self._sender.answer(stored, fresh), "model chunks")
 
     async def tick(self, now: int) -> None:
-        """Ask for missing chunks where a transfer stalled; forget old bookkeeping."""
+        """Ask for missing chunks where a transfer stalled; forget old bookkeeping; see how
+        canary trials stand."""
         self._sender.forget(now)
+        await self.rollouts.tick(now)
+        if not self._sender.can_send():
+            return  # asked once the link is back: a request queued meanwhile would be stale
         for m, req in self.transfers.due(now, self._still_wanted, self._host.node_id):
             self.counters["requests"] += 1
             log.info("asking for %s chunk(s) of %s", len(req.indexes) or "all", m.model_id[:12])
             topic = topics.model_requests(m.ion, m.edge)
-            await self._later(self._quietly(topic, req, m.ion), "chunk request")
+            await self._later(self._sender.send_request(topic, req, m.ion), "chunk request")
 
     def _still_wanted(self, m: ModelManifest) -> bool:
         return (m.ion, m.edge) in self._consumed
@@ -417,6 +465,7 @@ class ModelExchange:
         await self._event(kind, Severity.INFO if ok else Severity.WARNING, m, detail, pipeline)
         if ok or not self.store.reject(ion, edge, model_id):
             return
+        await self.rollouts.refused((ion, edge), model_id, detail)
         now_active = self.store.active(ion, edge)
         self._notify((ion, edge))
         why = f"version {m.version} was refused"
@@ -437,6 +486,16 @@ class ModelExchange:
 
     async def _publish(self, topic: str, body: object, ion: str) -> None:
         await self._host.publish(topic, body, ion=ion)
+
+    @property
+    def sender(self) -> ChunkSender:
+        """What this node sent of its models (``counters``, ``times_sent``)."""
+        return self._sender
+
+    def _direct_link(self) -> DirectLink | None:
+        """The host's MQTT link when it is connected now."""
+        link = getattr(self._host, "link", None)
+        return link if link is not None and link.state is LinkState.CONNECTED else None
 
     async def _quietly(self, topic: str, body: object, ion: str) -> None:
         try:

@@ -146,7 +146,9 @@ class PipelineSupervisor:
             self._timer_changed.clear()
             timeout = max(0.0, min(pending) - self._clock()) if pending else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._timer_changed.wait(), timeout)
+                # Not ``wait_for``: see ``Sender._wait`` (a cancellation could be swallowed).
+                async with asyncio.timeout(timeout):
+                    await self._timer_changed.wait()
 
     # -- carrying out actions ------------------------------------------------------------------
 

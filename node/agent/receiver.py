@@ -35,6 +35,8 @@ from node.outbox.store import OutboxStore
 
 log = logging.getLogger(__name__)
 
+_CHUNK_IDS = 8192  # model chunk message ids remembered (in memory) to drop duplicates
+
 
 @dataclass(frozen=True, slots=True)
 class Arrival:
@@ -80,6 +82,7 @@ class Receiver:
         # (source, stream) -> highest sequence handed on since the last ``take_progress``.
         self._progress: dict[tuple[str, str], int] = {}
         self._logged: set[str] = set()
+        self._chunk_ids: dict[str, None] = {}  # recent model chunk ids, oldest first
 
     # -- the hot path ----------------------------------------------------------------------------
 
@@ -109,7 +112,28 @@ class Receiver:
             else:
                 sequenced.append(e)
         if sequenced:
-            self._sequenced(topic, sequenced)
+            if topic.kind is topics.TopicKind.MODEL_CHUNKS:
+                self._unordered(topic, sequenced)
+            else:
+                self._sequenced(topic, sequenced)
+
+    def _unordered(self, topic: Topic, envelopes: list[Envelope]) -> None:
+        """Model chunks: delivered as they come, without ordering or gap repair.  A chunk is
+        written at its offset whenever it comes and the model exchange asks for missing ones
+        by index, so holding chunks back behind a gap (up to ``max_hold_ms``) or asking the
+        sender's retention for them would only delay and repeat that work.  Duplicates are
+        dropped by message id in a window kept in memory: a chunk is idempotent (the exchange
+        ignores an index it holds, before hashing), so the persisted window, a SQLite commit
+        per 256 KiB chunk, would buy nothing across restarts."""
+        for e in envelopes:
+            if e.message_id in self._chunk_ids:
+                self.counters["duplicate"] += 1
+                continue
+            self._chunk_ids[e.message_id] = None
+            if len(self._chunk_ids) > _CHUNK_IDS:
+                del self._chunk_ids[next(iter(self._chunk_ids))]
+            self.counters["delivered"] += 1
+            self._on_arrival(Arrival(topic, e))
 
     def _sequenced(self, topic: Topic, envelopes: list[Envelope]) -> None:
         ids = [e.message_id for e in envelopes]

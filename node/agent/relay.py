@@ -5,19 +5,41 @@ for that direction (``upstream.db`` going up, the node's ordinary outbox going d
 deleted only after the next broker acknowledged it.  Payloads are forwarded byte for byte, so
 message ids and per-source sequence numbers survive every hop and the final receiver's
 deduplication and gap repair work end to end.  See ``routing`` for why no loop can form.
+
+Models are the exception to "byte for byte, nothing more": the gateway keeps a copy of every
+model it relays down (``node.models.gateway``) and answers its children's chunk requests from
+it, sending upstream only its own requests for what it lacks, so a chunk crosses the upstream
+link once however many children miss it.  Answers go straight to the local broker (not
+through the outbox: the cache is their durable copy, and a child asks again for what it
+misses).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 from ion import topics
+from ion.errors import DecodeError, RefusedError, UnavailableError
+from ion.model.manifest import ChunkRequest, ModelChunk, ModelManifest
+from ion.model.messages import Envelope, EnvelopeBatch, new_envelope
 from ion.topics import Topic, TopicError, TopicKind
+from ion.wire.codec import decode, encode
 from node.config import NodeConfig, RelayConfig
-from node.link.base import IncomingMessage, LinkOptions, LinkRefusedError, MqttLink, Will
+from node.link.base import (
+    IncomingMessage,
+    LinkOptions,
+    LinkRefusedError,
+    LinkState,
+    MqttLink,
+    Will,
+)
+from node.models.errors import ModelError
+from node.models.gateway import GatewayCache
+from node.models.transfer import ChunkOutcome
 from node.outbox.policy import OutboundItem, Rejected
 from node.outbox.store import OutboxStore
 
@@ -28,6 +50,7 @@ log = logging.getLogger(__name__)
 
 RETRANSMIT_FILTER = "ion/v1/nodes/+/retransmit"
 STATUS_FILTER = topics.ALL_NODE_STATUS
+_CACHED = frozenset({TopicKind.MODEL_MANIFEST, TopicKind.MODEL_CHUNKS})
 
 
 class _Forwarder:
@@ -80,7 +103,10 @@ class Relay:
         task_group: asyncio.TaskGroup,
         clock: Callable[[], int],
         on_failed: Callable[[str], None],
+        local_link: MqttLink | None = None,
     ) -> None:
+        """``local_link``: the node's link to its local broker, for model chunks answered from
+        the gateway cache (without it the cache fills but answers nothing)."""
         assert config.upstream is not None
         self._on_failed = on_failed
         self._config = config
@@ -92,6 +118,15 @@ class Relay:
         self._will_payload = will_payload
         self.children: set[str] = set()
         self.down = _Forwarder(down_store, down_sender, clock)
+        self._local_link = local_link
+        self.cache: GatewayCache | None = None
+        if config.models.gateway_cache:
+            self.cache = GatewayCache(
+                config.data_dir / "models" / "gateway",
+                config.models,
+                node_id=config.node_id,
+                accept=lambda m: _refusal(config, m),
+            )
 
     def local_subscriptions(self) -> frozenset[str]:
         """What the gateway reads on its local broker for the relay."""
@@ -130,6 +165,8 @@ class Relay:
     def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.cache is not None:
+            self.cache.close()
 
     def from_local(self, topic: Topic, msg: IncomingMessage) -> None:
         """Every message from the local broker passes here; forward what goes up."""
@@ -140,8 +177,12 @@ class Relay:
             if target != self._node_id and not retransmit_goes_down(target, self.children):
                 self.up.add(topic, msg)
             return
-        if matches(msg.topic, self._relay.up):
-            self.up.add(topic, msg)
+        if not matches(msg.topic, self._relay.up):
+            return
+        cached = topic.kind is TopicKind.MODEL_REQUESTS and self.cache is not None
+        if cached and self._answer_requests(topic, msg):
+            return
+        self.up.add(topic, msg)
 
     async def _from_upstream(self) -> None:
         try:
@@ -156,6 +197,113 @@ class Relay:
                     ):
                         self.down.add(topic, msg)
                 elif matches(msg.topic, self._relay.down):
+                    if self.cache is not None and topic.kind in _CACHED:
+                        self._fill_cache(topic, msg)
                     self.down.add(topic, msg)
         except LinkRefusedError as exc:
             self._on_failed(f"the upstream broker refused this gateway: {exc}")
+
+    # -- the model cache ---------------------------------------------------------------------
+
+    def _fill_cache(self, topic: Topic, msg: IncomingMessage) -> None:
+        """Keep what a model message going down carries (it is forwarded all the same)."""
+        assert self.cache is not None
+        now = self._clock()
+        for env in _envelopes(msg.payload):
+            body = env.body
+            if isinstance(body, ModelManifest) and (body.ion, body.edge) == (topic.ion, topic.edge):
+                self.cache.on_manifest(body, now)
+            elif isinstance(body, ModelChunk) and body.model_id == topic.model_id:
+                outcome = self.cache.on_chunk(body, now)
+                if outcome is not ChunkOutcome.ACCEPTED:
+                    continue
+                for assembler in self.cache.to_verify():
+                    self._tg.create_task(
+                        self._verify(assembler.manifest.model_id, assembler.verify),
+                        name=f"{self._node_id}: verify cached model",
+                    )
+
+    async def _verify(self, model_id: str, check: Callable[[], None]) -> None:
+        assert self.cache is not None
+        try:
+            await asyncio.to_thread(check)
+        except (ModelError, OSError, RuntimeError) as exc:
+            self.cache.verified(model_id, exc)
+        else:
+            self.cache.verified(model_id, None)
+
+    def _answer_requests(self, topic: Topic, msg: IncomingMessage) -> bool:
+        """Answer the chunk requests in ``msg`` from the cache; False when it must be
+        forwarded up as it is (a model the cache does not know)."""
+        assert self.cache is not None
+        requests = [e.body for e in _envelopes(msg.payload) if isinstance(e.body, ChunkRequest)]
+        if not requests:
+            return False
+        now = self._clock()
+        self.cache.forget(now)
+        plans = [(req, self.cache.on_request(req, now)) for req in requests]
+        if any(plan.forward for _, plan in plans):
+            return False
+        for req, plan in plans:
+            if plan.serve:
+                self._tg.create_task(
+                    self._serve(topic, req.model_id, plan.serve),
+                    name=f"{self._node_id}: chunks from the gateway cache",
+                )
+            if plan.ask is not None and self.upstream.state is LinkState.CONNECTED:
+                # Straight up, never queued: a request that waited out an outage would only
+                # make its answer come twice (the children ask again, and so does the cache).
+                env = new_envelope(plan.ask, source_node=self._node_id, now_ms=now, ion=topic.ion)
+                self._tg.create_task(
+                    self._ask_upstream(msg.topic, encode(env)),
+                    name=f"{self._node_id}: chunk request upstream",
+                )
+        return True
+
+    async def _ask_upstream(self, topic: str, payload: bytes) -> None:
+        with contextlib.suppress(UnavailableError, RefusedError):
+            await self.upstream.publish(topic, payload, qos=1)
+
+    async def _serve(self, topic: Topic, model_id: str, indexes: tuple[int, ...]) -> None:
+        """Send cached chunks down, ``publish_window`` at a time, straight to the local broker;
+        stops when that link goes down (the children ask again)."""
+        assert self.cache is not None
+        link = self._local_link
+        if link is None or link.state is not LinkState.CONNECTED:
+            return
+        chunk_topic = topics.model_chunks(topic.ion, topic.edge, model_id)
+        window = self._config.models.publish_window
+        for start in range(0, len(indexes), window):
+            chunks = [self.cache.read(model_id, i) for i in indexes[start : start + window]]
+            payloads = [
+                encode(new_envelope(c, source_node=self._node_id, now_ms=self._clock(),
+                                    ion=topic.ion))
+                for c in chunks
+                if c is not None
+            ]  # fmt: skip
+            results = await asyncio.gather(
+                *(link.publish(chunk_topic, p, qos=1) for p in payloads), return_exceptions=True
+            )
+            for r in results:
+                if isinstance(r, UnavailableError | RefusedError):
+                    return
+                if isinstance(r, BaseException):
+                    raise r
+            assert self.cache is not None
+            self.cache.counters["chunk.sent"] = self.cache.counters.get("chunk.sent", 0) + len(
+                payloads
+            )
+
+
+def _envelopes(payload: bytes) -> tuple[Envelope, ...]:
+    try:
+        env = decode(payload)
+    except DecodeError:
+        return ()  # the final receiver counts and reports it
+    return env.body.envelopes if isinstance(env.body, EnvelopeBatch) else (env,)
+
+
+def _refusal(config: NodeConfig, m: ModelManifest) -> str:
+    """Why the gateway must not cache ``m`` ("" when it may)."""
+    verdict = config.trust.check(m)
+    return "" if verdict.accepted else verdict.reason

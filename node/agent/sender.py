@@ -221,4 +221,7 @@ class Sender:
 
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            # Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that arrives
+            # in the same loop turn as the wake-up, and the sender task would never end.
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()

@@ -29,12 +29,15 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, assert_never
 
 from ion import __version__, topics
 from ion.errors import InputError, UnavailableError
+from ion.model.command import PromoteModel
 from ion.model.definition import EdgeKind, IonDefinition, IonDeleted, Pipeline
+from ion.model.manifest import ModelChunk
 from ion.model.messages import (
+    ApproveModel,
     Command,
     CommandResult,
     DeliveryAck,
@@ -43,8 +46,10 @@ from ion.model.messages import (
     NodeState,
     NodeStatus,
     Ping,
+    RejectModel,
     RestartPipeline,
     RetransmitRequest,
+    RollbackModel,
     RunPipeline,
     Severity,
     new_envelope,
@@ -91,8 +96,16 @@ ACK_INTERVAL_S = 0.1
 _COMPACTED = {TrafficClass.STATS, TrafficClass.HEALTH}
 
 
+MAX_QUEUED_CHUNK_BYTES = 32 * 1024 * 1024
+
+
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _chunk_bytes(arrival: Arrival) -> int:
+    body = arrival.envelope.body
+    return len(body.data) if isinstance(body, ModelChunk) else 0
 
 
 def default_link_factory(**kwargs: Any) -> MqttLink:
@@ -111,14 +124,19 @@ def local_socket_path(data_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"ion-agent-{digest}.sock"
 
 
-def default_engines() -> dict[str, Engine]:
+def default_engines() -> Mapping[str, Engine]:
     """Every engine adapter; one whose engine is not installed here says so when a pipeline
-    asks for it (``check_available``), so a small gateway runs without Spark or TensorFlow."""
-    from node.engines.python_engine import PythonEngine
-    from node.engines.spark_engine import SparkEngine
-    from node.engines.tensorflow_engine import TensorFlowEngine
+    asks for it (``check_available``), so a small gateway runs without Spark or TensorFlow.
+    Adapters are imported when a pipeline first needs them (an idle agent stays small)."""
+    from node.engines.lazy import LazyEngines
 
-    return {"python": PythonEngine(), "spark": SparkEngine(), "tensorflow": TensorFlowEngine()}
+    return LazyEngines(
+        {
+            "python": "node.engines.python_engine:PythonEngine",
+            "spark": "node.engines.spark_engine:SparkEngine",
+            "tensorflow": "node.engines.tensorflow_engine:TensorFlowEngine",
+        }
+    )
 
 
 class Agent:
@@ -133,7 +151,7 @@ class Agent:
         self.config = config
         self.node_id = config.node_id
         self._link_factory = link_factory
-        self._engines = dict(engines) if engines is not None else default_engines()
+        self._engines = engines if engines is not None else default_engines()
         self._clock = clock
         self._book = DefinitionBook()
         self._plan: NodePlan | None = None
@@ -143,6 +161,7 @@ class Agent:
         ] = []
         self._commit_wake = asyncio.Event()
         self._consumers: list[tuple[Callable[[Arrival], bool], asyncio.Queue[Arrival]]] = []
+        self._queued_bytes = 0  # model chunk bytes waiting in consumer queues
         self._since: dict[PipelineKey, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._draining = False
@@ -168,6 +187,7 @@ class Agent:
             self._models = ModelExchange(
                 self, cfg.data_dir / "models", config=cfg.models, clock=self._clock
             )
+            self._models.trust = cfg.trust  # signs what it produces, checks what it consumes
             self._store = stack.enter_context(OutboxStore(cfg.data_dir / "agent.db", cfg.outbox))
             self._store.requeue_in_flight()
             self._sequencer = Sequencer(self._store.last_sequences())
@@ -207,7 +227,7 @@ class Agent:
             self._pending = stack.enter_context(PendingInbox(cfg.data_dir / "inbox.db"))
             self._port = LocalPort(
                 node_id=self.node_id,
-                publish=self.publish,
+                publish=self._publish_from_pipeline,
                 edges_of=self._ion_edges.get,
                 pending=self._pending,
                 models=self._models,
@@ -242,6 +262,7 @@ class Agent:
                     task_group=self._tg,
                     clock=self._clock,
                     on_failed=self._fail,
+                    local_link=self._link,  # model chunks answered from the gateway cache
                 )
                 await self._relay.start(stack)
             for name, coro in (
@@ -347,9 +368,13 @@ class Agent:
         async def iterate() -> AsyncIterator[Arrival]:
             try:
                 while True:
-                    yield await queue.get()
+                    arrival = await queue.get()
+                    self._queued_bytes -= _chunk_bytes(arrival)
+                    yield arrival
             finally:
                 self._consumers.remove(entry)
+                while not queue.empty():
+                    self._queued_bytes -= _chunk_bytes(queue.get_nowait())
 
         return iterate()
 
@@ -408,7 +433,10 @@ class Agent:
             self._flush_pending()  # unsequenced arrivals have no remember step
             # Backpressure: a consumer that falls behind slows reading, which the link turns
             # into TCP backpressure instead of memory growth.
-            while any(q.qsize() > 10_000 for _, q in self._consumers):  # noqa: ASYNC110
+            # Counted in bytes too: 10,000 model chunks of 256 KiB would be 2.5 GB.
+            while self._queued_bytes > MAX_QUEUED_CHUNK_BYTES or any(  # noqa: ASYNC110
+                q.qsize() > 10_000 for _, q in self._consumers
+            ):
                 await asyncio.sleep(0.01)  # a consumer drains its own queue; poll it briefly
 
     async def _commit_loop(self) -> None:
@@ -577,6 +605,8 @@ class Agent:
             TopicKind.MODEL_MANIFEST,
             TopicKind.MODEL_CHUNKS,
             TopicKind.MODEL_REQUESTS,  # consumed by the model exchange (producers answer)
+            TopicKind.MODEL_DECISION,
+            TopicKind.MODEL_CANARY,
         ):
             if topic.channel is Channel.TRIGGER and self._plan is not None:
                 self._on_trigger(topic.ion, topic.edge)
@@ -585,6 +615,7 @@ class Agent:
             for match, queue in self._consumers:
                 if match(arrival):
                     queue.put_nowait(arrival)
+                    self._queued_bytes += _chunk_bytes(arrival)
 
     def _keep_for_pipelines(self, arrival: Arrival) -> None:
         """Edge traffic for pipelines of this node waits in the pending inbox until handled."""
@@ -618,7 +649,7 @@ class Agent:
         return edges.ports.get(key[1], ()) if edges is not None else ()
 
     def _on_definition(self, item: IonDefinition | IonDeleted) -> None:
-        offer = self._book.offer(item)
+        offer = self._book.offer(item, self.config.trust)
         if not offer.accepted:
             if offer.reason != "duplicate":
                 self._problem("ion.refused", f"ION {item.name!r}: {offer.reason}")
@@ -697,14 +728,31 @@ class Agent:
                 case RunPipeline(ref=ref):
                     ok = self._pipelines.trigger((ref.ion, ref.pipeline))
                     message = "started" if ok else f"{ref.ion}/{ref.pipeline} is not here"
+                case ApproveModel() | RejectModel() | PromoteModel() | RollbackModel():
+                    # The model exchange decides (events, perhaps a swap); answered when done.
+                    self._tg.create_task(self._model_command(cmd, issuer), name="model command")
+                    return
                 case _:
-                    ok, message = False, f"{type(cmd.action).__name__} is not supported here yet"
+                    assert_never(cmd.action)
+        self._command_result(cmd, issuer, ok, message)
+
+    async def _model_command(self, cmd: Command, issuer: str) -> None:
+        ok, message = await self._models.rollouts.on_command(cmd, issuer)
+        self._command_result(cmd, issuer, ok, message)
+
+    def _command_result(self, cmd: Command, issuer: str, ok: bool, message: str) -> None:
         log.info("command %s from %s: %s", cmd.command_id, issuer, message)
         result = CommandResult(
             command_id=cmd.command_id, node_id=self.node_id, ok=ok, message=message
         )
         topic = topics.node_topic(self.node_id, TopicKind.NODE_RESULTS)
         self._tg.create_task(self._publish_safely(topic, result, cmd.command_id), name="result")
+
+    async def _publish_from_pipeline(self, topic: str, body: object, **kwargs: Any) -> None:
+        """What the local socket publishes for pipelines; their health and stats pass by the
+        model exchange too (a canary trial watches them)."""
+        await self.publish(topic, body, **kwargs)
+        await self._models.rollouts.observe(topic, body)
 
     async def _publish_safely(self, topic: str, body: object, correlation_id: str = "") -> None:
         try:

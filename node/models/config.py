@@ -16,7 +16,11 @@ manifest.
 ``publish_window`` (8): chunks stored into the outbox at once (bounds memory).
 ``publish_retry_ms`` (60000): how long publishing a model waits for room in a full outbox.
 ``serve_held`` (false): also answer chunk requests for models this node received (by default
-only the producer answers; issue 5 adds the gateway cache).
+only the producer answers, and a gateway's cache answers its children).
+``gateway_cache`` (true): a gateway (a node with ``relay``) keeps a copy of the models it relays
+down and answers its children's chunk requests from it, asking upstream only for what it lacks
+(``node.models.gateway``); ``gateway_cache_versions`` (2) per model edge, at most
+``gateway_cache_bytes`` (8 GiB) in all, least recently used out first.
 ``tick_ms`` (250): how often timers (requests, staging expiry) are looked at.
 """
 
@@ -31,6 +35,8 @@ from ion.errors import ConfigError
 
 from .pack import GiB, MiB, UnpackLimits
 from .transfer import DEFAULT_CHUNK_SIZE, TransferLimits
+
+_FLAGS = frozenset({"serve_held", "gateway_cache"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +58,16 @@ class ModelConfig:
     publish_retry_ms: int = 60_000
     serve_held: bool = False
     tick_ms: int = 250
+    gateway_cache: bool = True
+    gateway_cache_versions: int = 2
+    gateway_cache_bytes: int = 8 * GiB
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "serve_held":
+            if f.name in _FLAGS:
                 if not isinstance(value, bool):
-                    raise ConfigError("serve_held must be true or false")
+                    raise ConfigError(f"{f.name} must be true or false")
             elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{f.name} must be a positive integer, not {value!r}")
         if self.chunk_size > self.max_chunk_bytes:

@@ -8,7 +8,9 @@ Asking: a transfer that made no progress for ``request_after_ms`` asks for what 
 (all of it as an empty index list, else at most ``max_request_indexes``); the wait then
 doubles up to ``request_max_interval_ms`` and falls back to ``request_after_ms`` as soon as a
 chunk is accepted.  A manifest created long ago (a late joiner reading the retained one) is
-due at once, since its chunks have passed already; so is a transfer resumed after a restart.
+due at once, since its chunks have passed already; so is a transfer resumed after a restart
+(what the node's broker session still holds for it may then come twice, bounded by that
+session's queue).
 """
 
 from __future__ import annotations

@@ -14,13 +14,32 @@ Receiving: an ``Assembler`` owns one directory per model id::
 A chunk is written only when its length and sha256 match the manifest; a bad one is counted
 and its index stays missing.  The bitmap is updated in place, one byte per accepted chunk: a
 process crash keeps both files consistent (the page cache survives the process), so a restart
-resumes with the chunks already verified.  A power loss may lose recent writes; ``finish``
-checks the whole sha256 anyway and, on a mismatch, re-checks every chunk and marks the bad
-ones missing again (``ChunkMismatchError``), so the transfer heals by asking for them.
+resumes with the chunks already verified.  A power loss may lose recent writes, so
+``finish`` checks again what it did not see arrive itself and marks bad chunks missing again
+(``ChunkMismatchError``): the transfer heals by asking for them.  How much it checks depends
+on who vouches for the chunk hashes:
+
+- a *signed* manifest reaches an assembler only after the node checked its signature against
+  its trusted producer keys (``ModelExchange.on_manifest``, the gateway cache: callers must),
+  so the signer vouches that its chunk hashes are those of the bytes the model id names, and
+  every chunk was checked against them on arrival.  Hashing the whole file again would only
+  re-check the signer's arithmetic, at the cost of hashing every byte twice (the largest
+  single cost of receiving a model).  Only chunks taken over from before a restart are read
+  back and checked again (a power loss may have lost their bytes but kept their bits);
+- an *unsigned* manifest (development mode) is also checked whole, so nobody can pass other
+  bytes off under a known model id.  That sha256 is fed as chunks arrive in order (they
+  nearly always do), so ``finish`` only reads back what came out of order or before a
+  restart.
+
+The kernel is asked to start writing the file back every ``WRITEBACK_BYTES`` (without waiting),
+so the fsync before the model is stored finds little left to write.  Otherwise the whole model
+sits dirty in the page cache until that fsync, and on a shared disk the fsyncs of many
+nodes (and every small fsync queued behind them) stall together at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import logging
@@ -28,6 +47,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +63,10 @@ from .pack import GiB, MiB, Packed, fsync_dir, safe_file_name
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 256 * 1024
+WRITEBACK_BYTES = 4 * MiB
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _READ_BLOCK = 1 * MiB
+_CATCH_UP_CHUNKS = 8  # chunks read back per add to extend the in-order hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,17 +86,25 @@ class Digest:
 
 
 def digest_file(path: Path, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Digest:
-    """Stream once through ``path``: the sha256 of the whole and of every chunk."""
+    """Stream once through ``path``: the sha256 of the whole and of every chunk.
+
+    The whole is hashed in a second thread while this one hashes the chunks (hashlib lets
+    go of the GIL), which halves the time before a producer can send its first chunk."""
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
     whole = hashlib.sha256()
     chunks: list[str] = []
     size = 0
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, ThreadPoolExecutor(1, "ion-digest") as pool:
+        pending: Future[None] | None = None
         while block := f.read(chunk_size):
-            whole.update(block)
+            if pending is not None:
+                pending.result()  # in order, and at most one block held besides this one
+            pending = pool.submit(whole.update, block)
             chunks.append(hashlib.sha256(block).hexdigest())
             size += len(block)
+        if pending is not None:
+            pending.result()
     return Digest(whole.hexdigest(), size, chunk_size, tuple(chunks))
 
 
@@ -221,6 +251,13 @@ class Assembler:
             os.pwrite(self._bits_fd, raw, 0)
         self._bits = bytearray(raw)
         self._missing = {i for i in range(n) if not self._has(i)}
+        self._vouched = manifest.signature is not None  # see the module docstring
+        self._fresh = bytearray(n)  # 1: accepted (verified in memory) since this open
+        # Unsigned only: the sha256 of chunks 0 .. _hashed - 1, fed in order.
+        self._whole = hashlib.sha256()
+        self._hashed = 0
+        # The span written since writeback was last started (chunks come mostly in order).
+        self._dirty_from, self._dirty_to = -1, -1
 
     @classmethod
     def create(cls, directory: Path, manifest: ModelManifest, limits: TransferLimits) -> Assembler:
@@ -265,6 +302,9 @@ class Assembler:
     def missing(self) -> list[int]:
         return sorted(self._missing)
 
+    def holds(self, index: int) -> bool:
+        return 0 <= index < self.manifest.chunk_count and index not in self._missing
+
     @property
     def missing_count(self) -> int:
         return len(self._missing)
@@ -272,6 +312,18 @@ class Assembler:
     @property
     def received_count(self) -> int:
         return self.manifest.chunk_count - len(self._missing)
+
+    @property
+    def received_bytes(self) -> int:
+        """Bytes held (what the partial file really uses on disk)."""
+        m = self.manifest
+        if not self._missing:
+            return m.size_bytes
+        last = m.chunk_count - 1
+        held = self.received_count * m.chunk_size
+        if self.holds(last):
+            held -= m.chunk_size - chunk_length(m, last)
+        return held
 
     # -- chunks ------------------------------------------------------------------------------
 
@@ -293,30 +345,80 @@ class Assembler:
         os.pwrite(self._data, chunk.data, chunk.index * m.chunk_size)
         self._mark(chunk.index, True)
         self._missing.discard(chunk.index)
+        self._fresh[chunk.index] = 1
+        if not self._vouched and chunk.index == self._hashed:
+            self._whole.update(chunk.data)
+            self._hashed += 1
+            self._catch_up(_CATCH_UP_CHUNKS)
+        start = chunk.index * m.chunk_size
+        if self._dirty_from < 0:
+            self._dirty_from, self._dirty_to = start, start + len(chunk.data)
+        else:
+            self._dirty_from = min(self._dirty_from, start)
+            self._dirty_to = max(self._dirty_to, start + len(chunk.data))
+        if self._dirty_to - self._dirty_from >= WRITEBACK_BYTES:
+            _start_writeback(self._data, self._dirty_from, self._dirty_to - self._dirty_from)
+            self._dirty_from = -1
         return ChunkOutcome.ACCEPTED
 
+    def read(self, index: int) -> bytes:
+        """The bytes of chunk ``index``, which this assembler holds (verified)."""
+        if not self.holds(index):
+            raise KeyError(index)
+        m = self.manifest
+        return os.pread(self._data, chunk_length(m, index), index * m.chunk_size)
+
+    def _catch_up(self, limit: int | None) -> None:
+        """Feed held chunks after the in-order prefix into the whole hash (read back from
+        disk), at most ``limit`` of them (None: all)."""
+        m = self.manifest
+        n = 0
+        while self._hashed < m.chunk_count and self.holds(self._hashed):
+            if limit is not None and n >= limit:
+                return
+            index = self._hashed
+            for block in _blocks(self._data, chunk_length(m, index), index * m.chunk_size):
+                self._whole.update(block)
+            self._hashed += 1
+            n += 1
+
     def finish(self) -> Path:
-        """Check the whole file against the model id and return it (the caller moves it).
+        """Check the whole file against the model id (``verify``), close it and return it
+        (the caller moves it)."""
+        self.verify()
+        self.close()
+        return self.directory / self.DATA
+
+    def verify(self) -> None:
+        """Check the complete file (see the module docstring for how much).
 
         ``ChunkMismatchError`` when chunks on disk went bad (they are missing again);
-        ``IntegrityError`` when every chunk matches but the whole does not (the manifest
-        contradicts itself: the transfer cannot succeed and should be discarded).
+        ``IntegrityError`` when every chunk matches but the whole does not match the model id
+        of an unsigned manifest (it contradicts itself: the transfer cannot succeed and
+        should be discarded).
         """
         if self._missing:
             raise RuntimeError(f"{len(self._missing)} chunk(s) still missing")
         m = self.manifest
-        whole = hashlib.sha256()
-        for block in _blocks(self._data, m.size_bytes):
-            whole.update(block)
-        if whole.hexdigest() == m.model_id:
-            self.close()
-            return self.directory / self.DATA
-        bad = [i for i in range(m.chunk_count) if self._on_disk_sha256(i) != m.chunk_sha256[i]]
+        if self._vouched:
+            indexes = [i for i in range(m.chunk_count) if not self._fresh[i]]
+        else:
+            self._catch_up(None)
+            if self._whole.hexdigest() == m.model_id:
+                return
+            # Hashed from memory or from disk, the whole does not match: look at the disk.
+            self._whole, self._hashed = hashlib.sha256(), 0
+            indexes = list(range(m.chunk_count))
+        bad = [i for i in indexes if self._on_disk_sha256(i) != m.chunk_sha256[i]]
+        for i in indexes:
+            self._fresh[i] = 1  # checked now
         if bad:
             for i in bad:
                 self._mark(i, False)
                 self._missing.add(i)
             raise ChunkMismatchError(m.model_id, bad)
+        if self._vouched:
+            return
         raise IntegrityError(
             f"model {m.model_id[:12]}: every chunk matches its hash but the whole file does not "
             "match the model id; the manifest is inconsistent"
@@ -338,10 +440,20 @@ class Assembler:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _blocks(fd: int, size: int) -> Iterator[bytes]:
-    offset = 0
-    while offset < size:
-        block = os.pread(fd, min(_READ_BLOCK, size - offset), offset)
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a span of ``fd`` back, without waiting for it (Linux
+    starts writeback for POSIX_FADV_DONTNEED, then drops only pages already clean).  Only the
+    span just written: advice over the whole file makes the kernel walk all of its pages."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        with contextlib.suppress(OSError):
+            advise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def _blocks(fd: int, size: int, offset: int = 0) -> Iterator[bytes]:
+    end = offset + size
+    while offset < end:
+        block = os.pread(fd, min(_READ_BLOCK, end - offset), offset)
         if not block:
             raise IntegrityError("the partial file is shorter than the model")
         offset += len(block)

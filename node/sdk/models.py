@@ -8,22 +8,31 @@ reads the newest with ``latest()`` between two batches: a hot swap, no restart. 
 component could load it goes back as a ``model.accepted`` / ``model.rejected`` event, on which
 the agent keeps or rolls back the version.
 
-Standalone (no agent), the feed reads ``Delivery`` lines of ``ION_SDK_INPUT`` like any
-subscription, so a pipeline can be tested with a model on disk.
+Standalone (no agent), the feed reads ``ION_SDK_INPUT`` like any subscription: ``Delivery``
+lines, what an agent would deliver (``delivery_line``; for a model on disk,
+``python -m node.sdk.models --format kmeans-json/1 DIR >> input.jsonl``), or ``Emit`` lines (a
+training run's own ``ION_SDK_OUTPUT``: its ``publish_model`` request names the model in the
+same annotation, with the baseline), so a pipeline can be tested with a model on disk.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ion.errors import IonError
 from ion.model.health import Metric
+from ion.model.local import Delivery, LocalFrame
 from ion.model.manifest import ModelManifest
-from ion.model.messages import Envelope
+from ion.model.messages import Envelope, new_envelope
+from ion.wire.local import frame_to_json
 from node.models.artifact import ModelArtifact
 
 if TYPE_CHECKING:
@@ -85,6 +94,12 @@ class FeedFollower:
         with self._cond:
             return self._latest
 
+    def settle(self, timeout: float) -> bool:
+        """Wait until the subscription has ended (a standalone input file was read to its
+        end), at most ``timeout`` seconds; True when it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def wait(self, timeout: float | None = None) -> ModelArtifact | None:
         with self._cond:
             self._cond.wait_for(
@@ -126,10 +141,10 @@ class FeedFollower:
                 with self._cond:
                     self._latest = artifact
                     self._cond.notify_all()
+                # Run alone, a model may have neither id nor version: its path names it.
                 log.info(
-                    "model %s version %s is available on %s",
-                    artifact.model_id[:12],
-                    artifact.version,
+                    "model %s is available on %s",
+                    artifact.version or artifact.model_id[:12] or artifact.path,
                     self.edge,
                 )
         except IonError as exc:
@@ -138,3 +153,38 @@ class FeedFollower:
             with self._cond:
                 self._closed = True
                 self._cond.notify_all()
+
+
+def delivery_line(
+    edge: str, artifact: ModelArtifact, *, delivery_id: int = 1, ion: str = ""
+) -> str:
+    """The line of ``ION_SDK_INPUT`` that hands ``artifact`` to a model feed on ``edge``: a
+    ``Delivery`` of its manifest, as an agent delivers a version it activated (no newline)."""
+    manifest = manifest_for(artifact, ion=ion, edge=edge, pipeline="")
+    if artifact.model_id or artifact.version:
+        manifest = replace(manifest, model_id=artifact.model_id, version=artifact.version)
+    envelope = new_envelope(manifest, source_node="", now_ms=int(time.time() * 1000), ion=ion)
+    return frame_to_json(LocalFrame(0, Delivery(delivery_id, edge, envelope)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m node.sdk.models",
+        description="Print the ION_SDK_INPUT line that hands a model on disk to a pipeline "
+        "run without an agent.",
+    )
+    parser.add_argument("path", type=Path, help="the model: a file or a directory")
+    parser.add_argument("--format", required=True, help="its format, e.g. kmeans-json/1")
+    parser.add_argument("--edge", default="model", help="the model edge (default: model)")
+    parser.add_argument("--version", default="", help="a version label to show")
+    ns = parser.parse_args(argv)
+    path: Path = ns.path.absolute()
+    if not path.exists():
+        parser.error(f"{path}: no such file or directory")
+    artifact = ModelArtifact(path=path, format=ns.format, version=ns.version)
+    print(delivery_line(ns.edge, artifact))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,11 +9,23 @@ before it returns, so the file is as far along as the component believes.
 so one standalone pipeline's output feeds the next one's input.  Lines for other edges are
 skipped; the iteration ends at the end of the file.  Without an input there is nothing to
 receive and the iteration ends at once.
+
+Models work the same way.  ``publish_model`` writes one ``Emit`` line whose manifest names the
+file or directory (annotation ``local_path``; nothing is packed or copied), after checking it
+is there, as an agent would.  ``model_feed`` reads the model edge's lines of ``ION_SDK_INPUT``:
+a training run's output, or ``Delivery`` lines made with ``node.sdk.models.delivery_line``,
+also from the command line::
+
+    python -m node.sdk.models --format kmeans-json/1 [--edge model] DIR >> input.jsonl
+
+The feed reads the whole file before the pipeline's first batch, so a run alone uses the
+file's newest model from its first row on, the same way every run.
 """
 
 from __future__ import annotations
 
 import logging
+import stat
 import sys
 import threading
 import time
@@ -25,6 +37,7 @@ from ion.errors import ConfigError, InputError, IonError
 from ion.model.local import Delivery, Emit, LocalFrame
 from ion.model.messages import Envelope
 from ion.wire.local import frame_from_json, frame_to_json
+from node.models.artifact import ModelArtifact, ModelFeed
 
 from .client import DEFAULT_TIMEOUT_S, DEFAULT_WINDOW, Client, EmitHandle, Identity, StopFlag
 
@@ -34,6 +47,10 @@ log = logging.getLogger(__name__)
 
 OUTPUT_ENV = "ION_SDK_OUTPUT"
 INPUT_ENV = "ION_SDK_INPUT"
+
+FEED_SETTLE_S = 5.0
+"""How long a model feed may take to read ``ION_SDK_INPUT`` before the pipeline starts
+without it (a file takes milliseconds; a pipe that stays open is followed as it goes)."""
 
 
 class StandaloneClient(Client):
@@ -113,6 +130,33 @@ class StandaloneClient(Client):
                     continue
                 if not wanted or msg.edge in wanted:
                     yield msg.edge, msg.envelope
+
+    def publish_model(
+        self, edge: str, artifact: ModelArtifact, *, timeout: float | None = DEFAULT_TIMEOUT_S
+    ) -> None:
+        # An agent packs the artifact at once and refuses one it cannot read: so does a run
+        # alone, or a pipeline would pass its tests and fail under an agent.
+        path = Path(artifact.path)
+        try:
+            mode = path.lstat().st_mode
+        except OSError as e:
+            raise InputError(f"cannot read the artifact {path}: {e.strerror or e}") from None
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise InputError(f"{path}: a model artifact is a regular file or a directory")
+        super().publish_model(edge, artifact, timeout=timeout)
+
+    def model_feed(self, edge: str, *, stop: StopFlag | None = None) -> ModelFeed:
+        from .models import FeedFollower
+
+        if self.input is None:
+            log.warning("no %s: no model will arrive on edge %r", INPUT_ENV, edge)
+        elif not self.input.exists():
+            # Said here, before the pipeline runs, not as a warning from the feed's thread.
+            raise ConfigError(f"cannot read {INPUT_ENV}={self.input}: no such file")
+        follower = FeedFollower(self, edge, stop)
+        if not follower.settle(FEED_SETTLE_S):
+            log.info("%s is still open: following it for models on %r", INPUT_ENV, edge)
+        return follower
 
     def close(self) -> None:
         self._closed = True

@@ -1,0 +1,259 @@
+"""The demo's fleet: real node agents as child processes on one machine, and a live view.
+
+``DemoFleet`` writes one config per node and runs ``python -m node run -c FILE`` for each, in
+its own process group, with its output in ``<root>/logs/<node>.log``; leaving the context (or
+Ctrl-C) sends SIGTERM, waits, and SIGKILLs what is left, so no process outlives the demo.
+``FleetView`` subscribes to the whole namespace and turns what the agents publish (status,
+events, stats, health) into the lines the demo prints: what a person would want to see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import yaml
+
+from ion import topics
+from ion.errors import DecodeError
+from ion.model.event import Event
+from ion.model.health import HealthReport, StatsReport
+from ion.model.messages import EnvelopeBatch, NodeState, NodeStatus
+from ion.wire.codec import decode
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (a pipeline's grandchildren whose agent was stopped), so the
+    demo can reap them: nothing it started may outlive it, not even as a zombie."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+
+
+def reap_orphans(grace_s: float = 5.0) -> int:
+    """Kill and reap every remaining child of this process (adopted or not); returns how many."""
+    me = os.getpid()
+    reaped = 0
+    deadline = time.monotonic() + grace_s
+    while True:
+        children = _children_of(me)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid:
+            reaped += 1
+            continue
+        if not children or time.monotonic() > deadline:
+            return reaped
+        time.sleep(0.05)
+
+
+def _children_of(parent: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command may hold spaces and parentheses: fields resume after the last ')'.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == parent:
+            out.append(int(entry.name))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class DemoNode:
+    node_id: str
+    labels: Mapping[str, str]
+
+
+class DemoFleet:
+    def __init__(
+        self,
+        broker_url: str,
+        root: Path,
+        nodes: Sequence[DemoNode],
+        *,
+        extra_config: Mapping[str, Any] | None = None,
+        per_node: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.per_node = dict(per_node or {})
+        self.broker_url = broker_url
+        self.root = root
+        self.nodes = list(nodes)
+        self.extra = dict(extra_config or {})
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def data_dir(self, node_id: str) -> Path:
+        return self.root / "nodes" / node_id
+
+    def __enter__(self) -> Self:
+        logs = self.root / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO_ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+        )
+        try:
+            for n in self.nodes:
+                cfg = {
+                    "node": {"id": n.node_id, "labels": dict(n.labels)},
+                    "broker": {"url": self.broker_url},
+                    "data_dir": str(self.data_dir(n.node_id)),
+                    "heartbeat_interval": "2s",
+                    **self.extra,
+                    **self.per_node.get(n.node_id, {}),
+                }
+                path = self.root / f"{n.node_id}.yaml"
+                path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+                log = (logs / f"{n.node_id}.log").open("ab")
+                self.procs[n.node_id] = subprocess.Popen(  # noqa: S603 - our own agent
+                    [sys.executable, "-m", "node", "run", "-c", str(path)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=self.root,
+                    start_new_session=True,
+                )
+                log.close()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        """SIGTERM every agent (they drain and stop their pipelines), then SIGKILL leftovers."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.1, deadline - time.monotonic()))
+        for proc in self.procs.values():
+            # The whole group: a pipeline's own children included.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def alive(self) -> list[str]:
+        return [n for n, p in self.procs.items() if p.poll() is None]
+
+
+@dataclass
+class FleetView:
+    """What the fleet published, folded for display (fed from a paho callback thread)."""
+
+    say: Callable[[str], None]
+    statuses: dict[str, NodeStatus] = field(default_factory=dict)
+    events: Counter[str] = field(default_factory=Counter)
+    drift: dict[str, float] = field(default_factory=dict)
+    scored: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    anomalies: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    _said: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def once(self, key: str, text: str) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            self.say(text)
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            t = topics.parse(topic)
+            env = decode(payload)
+        except (topics.TopicError, DecodeError):
+            return
+        bodies = (
+            [(e.source_node, e.body) for e in env.body.envelopes]
+            if isinstance(env.body, EnvelopeBatch)
+            else [(env.source_node, env.body)]
+        )
+        with self._lock:
+            for source, body in bodies:
+                self._fold(t.node or source, body)
+
+    def _fold(self, node: str, body: object) -> None:
+        if isinstance(body, NodeStatus):
+            self._status(body)
+        elif isinstance(body, Event):
+            self.events[body.type] += 1
+            if body.type in ("model.activated", "model.accepted", "model.rolled_back"):
+                version = body.attributes.get("version", "")
+                self.once(
+                    f"{body.type}/{node}/{version}",
+                    f"{node}: {body.type.removeprefix('model.')} model version {version}"
+                    + (f" ({body.message})" if body.type == "model.rolled_back" else ""),
+                )
+            elif body.type == "health.drift":
+                key = f"drift/{node}/{body.attributes.get('model_id')}"
+                self.once(key, f"{node}: DRIFT: {body.message}")
+            elif body.type == "health.drift_cleared":
+                self.once(f"cleared/{node}/{self.events[body.type]}", f"{node}: {body.message}")
+        elif isinstance(body, StatsReport):
+            for m in body.scalars:
+                if m.name == "scored":
+                    self.scored[node] += m.value
+                elif m.name == "anomalies":
+                    self.anomalies[node] += m.value
+        elif isinstance(body, HealthReport):
+            for d in body.drift:
+                if not d.feature:
+                    self.drift[node] = d.score
+
+    def _status(self, status: NodeStatus) -> None:
+        node = status.node_id
+        before = self.statuses.get(node)
+        self.statuses[node] = status
+        if before is None or before.state is not status.state:
+            self.say(f"{node}: {status.state.value}")
+        old = {(p.ion, p.pipeline): p.state for p in (before.pipelines if before else ())}
+        for p in status.pipelines:
+            if old.get((p.ion, p.pipeline)) is not p.state:
+                detail = f" ({p.message})" if p.message and p.message != p.state.value else ""
+                self.say(f"{node}: pipeline {p.pipeline} {p.state.value}{detail}")
+
+    def online(self) -> list[str]:
+        with self._lock:
+            return sorted(n for n, s in self.statuses.items() if s.state is NodeState.ONLINE)
+
+    def summary(self) -> Iterator[str]:
+        with self._lock:
+            for node in sorted(self.scored):
+                scored = self.scored[node]
+                rate = self.anomalies[node] / scored if scored else 0.0
+                drift = self.drift.get(node)
+                drift_text = f", drift (PSI) {drift:.3f}" if drift is not None else ""
+                yield f"{node}: {scored:,.0f} readings scored, anomaly rate {rate:.2%}{drift_text}"

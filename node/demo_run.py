@@ -1,0 +1,257 @@
+"""``ion demo``: the KMeans example on one machine, with real agents, Spark and simulated devices.
+
+What happens, printed as it happens:
+
+1. an embedded broker starts on 127.0.0.1;
+2. four node agents start as child processes: ``cloud-1`` (tier=cloud) and ``edge-1..3``
+   (tier=edge), each with its own data directory under the demo's work directory;
+3. training data is generated for the cloud node, and the ION is applied (signed with a
+   throw-away operator key the nodes are told to trust);
+4. Spark trains KMeans on the cloud node and publishes the model; the edge nodes take it under
+   the edge's policy and hot-swap it into their running inference pipelines, fed by simulated
+   devices over MQTT;
+5. after ``drift_after`` seconds of scoring the devices start to wear (drift): the edge nodes
+   notice on their own and raise drift events;
+6. on Ctrl-C (or after ``duration``) everything stops and no process is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from node.demo import (
+    REPO_ROOT,
+    DemoFleet,
+    DemoNode,
+    FleetView,
+    become_subreaper,
+    reap_orphans,
+)
+
+DEFAULT_ION = REPO_ROOT / "examples" / "kmeans" / "ion.yaml"
+EDGES = 3
+
+
+@contextlib.contextmanager
+def _devices(url: str, drift_file: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: S603 - our own example program
+            [
+                sys.executable,
+                str(REPO_ROOT / "examples" / "kmeans" / "devices.py"),
+                "--broker",
+                url,
+                "--devices",
+                "6",
+                "--rate",
+                "20",
+                "--anomaly-rate",
+                "0.01",
+                "--drift-file",
+                str(drift_file),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _generate(out: Path, rows: int) -> None:
+    subprocess.run(  # noqa: S603 - our own example program
+        [
+            sys.executable,
+            str(REPO_ROOT / "examples" / "kmeans" / "generate.py"),
+            "--out",
+            str(out),
+            "--rows",
+            str(rows),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+@contextlib.contextmanager
+def _watch(host: str, port: int, view: FleetView) -> Iterator[None]:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ion-demo-view-{time.time_ns()}")
+
+    def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        c.subscribe("ion/v1/#", qos=1)
+
+    def on_message(c: Any, userdata: Any, msg: Any) -> None:
+        view.on_message(msg.topic, bytes(msg.payload))
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        yield
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def run_demo(
+    *,
+    ion_file: Path,
+    port: int,
+    duration: float | None,
+    drift_after: float,
+    work_dir: Path | None,
+    say: Callable[[str], None],
+    stop: threading.Event,
+) -> int:
+    """Run the demo until ``stop`` is set or ``duration`` passed; returns the exit status."""
+    started = time.monotonic()
+    become_subreaper()
+    try:
+        return _run(
+            ion_file=ion_file,
+            port=port,
+            duration=duration,
+            drift_after=drift_after,
+            work_dir=work_dir,
+            say=say,
+            stop=stop,
+            started=started,
+        )
+    finally:
+        reap_orphans()
+
+
+def _run(
+    *,
+    ion_file: Path,
+    port: int,
+    duration: float | None,
+    drift_after: float,
+    work_dir: Path | None,
+    say: Callable[[str], None],
+    stop: threading.Event,
+    started: float,
+) -> int:
+    from broker.embedded import start_broker
+    from ion.authoring import load_ion_file
+    from ion.client import definitions
+    from ion.client.session import connect
+    from ion.config.broker import parse_broker_url
+    from ion.security.keys import SigningKey
+    from ion.validate import validate_parsed
+
+    def expired() -> bool:
+        return stop.is_set() or (duration is not None and time.monotonic() - started > duration)
+
+    parsed = load_ion_file(ion_file)
+    errors = [p for p in validate_parsed(parsed).problems if p.severity == "error"]
+    if errors or parsed.definition is None:
+        for p in errors:
+            say(f"error: {p}")
+        return 2
+    definition = parsed.definition
+    with contextlib.ExitStack() as stack:
+        root = work_dir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="ion-demo-"))
+        )
+        root.mkdir(parents=True, exist_ok=True)
+        say(f"work directory {root} (node data, logs)")
+        broker = stack.enter_context(start_broker(port=port, data_dir=root / "broker"))
+        say(f"broker ({broker.kind}) listening at {broker.url}")
+        key = SigningKey.generate()
+        nodes = [DemoNode("cloud-1", {"tier": "cloud"})] + [
+            DemoNode(f"edge-{i}", {"tier": "edge"}) for i in range(1, EDGES + 1)
+        ]
+        # One throw-away key signs the ION (operator) and the cloud node's models (producer);
+        # every node trusts it for both.
+        key_file = root / "demo-signing.key"
+        key_file.write_bytes(key.to_pem())
+        key_file.chmod(0o600)
+        trusted = f"{key.public.text()} operator,producer demo"
+        fleet = DemoFleet(
+            broker.url,
+            root,
+            nodes,
+            extra_config={"trust": {"keys": [trusted]}},
+            per_node={"cloud-1": {"trust": {"keys": [trusted], "signing_key": str(key_file)}}},
+        )
+        view = FleetView(say)
+        stack.enter_context(_watch(broker.host, broker.port, view))
+        train_dir = fleet.data_dir("cloud-1") / "work" / definition.name / "training" / "data"
+        say("generating training data (20,000 sensor readings with 1 % anomalies)")
+        _generate(train_dir, 20_000)
+        say(f"starting {len(nodes)} node agents: {', '.join(n.node_id for n in nodes)}")
+        stack.enter_context(fleet)
+        deadline = time.monotonic() + 60
+        while len(view.online()) < len(nodes) and time.monotonic() < deadline:
+            if expired():
+                return 0
+            if not fleet.alive():
+                say(f"error: the node agents exited; see {root / 'logs'}")
+                return 1
+            time.sleep(0.2)
+        cfg = parse_broker_url(broker.url)
+        with connect(cfg, client_prefix="ion-demo") as session:
+            plan = definitions.plan_apply(
+                definition,
+                definitions.fetch(session, definition.name),
+                now_ms=time.time_ns() // 1_000_000,
+                operator="demo",
+            )
+            if plan.definition is not None:
+                definitions.publish(
+                    session, plan.definition, now_ms=time.time_ns() // 1_000_000, key=key
+                )
+                say(
+                    f"applied ION {definition.name!r} version {plan.definition.version}, "
+                    f"signed by the demo operator key {key.key_id}; Spark is starting on "
+                    "cloud-1 (the first run takes a minute)"
+                )
+        drift_file = root / "drift"
+        stack.enter_context(_devices(broker.url, drift_file, root / "logs" / "devices.log"))
+        say("6 simulated devices publish sensor readings on sensors/<device>/readings")
+        scoring_since: float | None = None
+        drifting = False
+        last_summary = time.monotonic()
+        while not expired():
+            time.sleep(0.5)
+            if not fleet.alive():
+                say("error: every node agent has exited; see the logs")
+                return 1
+            if scoring_since is None and any(v > 0 for v in dict(view.scored).values()):
+                scoring_since = time.monotonic()
+                say(f"the edge is scoring; drift is injected in {drift_after:.0f} s")
+            if (
+                not drifting
+                and scoring_since is not None
+                and time.monotonic() - scoring_since > drift_after
+            ):
+                drift_file.write_text("1")
+                drifting = True
+                say("injecting drift: the devices' readings shift (wear)")
+            if time.monotonic() - last_summary > 15:
+                last_summary = time.monotonic()
+                for line in view.summary():
+                    say(line)
+        say("stopping: node agents drain and stop their pipelines")
+    say("stopped; no process left behind")
+    return 0
