@@ -121,7 +121,7 @@ def test_reference_example_parses_without_problems() -> None:
         PolicyKind.CANARY,
         3,
         (MetricGate("silhouette", min=0.2),),
-        CanaryPolicy(share=0.34, hold_ms=120_000, max_drift=0.3),
+        CanaryPolicy(nodes=("edge-1",), hold_ms=60_000, max_drift=0.3),
     )
     assert model.drift == DriftSettings(DriftMetric.PSI, 0.2, 60_000, 200)
     anomalies = ion.edge("anomalies")
@@ -456,7 +456,7 @@ def test_lines_name_every_location() -> None:
         ("pipelines[training].components[fit].args.k", "args: {k: 4"),
         ("pipelines[inference].placement", "placement: {labels"),
         ("edges[model].to[0]", "to: [inference]"),
-        ("edges[model].policy.canary.share", "canary: {share"),
+        ("edges[model].policy.canary.nodes", "canary: {nodes"),
         ("edges[retrain].trigger", "trigger: {metric: drift"),
     ]:
         assert fragment in text[parsed.lines[loc] - 1], loc
