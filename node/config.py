@@ -193,9 +193,7 @@ def config_from_mapping(
         drain_timeout_ms=_duration(data, "drain_timeout", 10_000, where),
         outbox=OutboxConfig.from_mapping(_section(data, "outbox", where), where=f"{where}: outbox"),
         dedup_window=_positive(data, "dedup_window", 100_000, where),
-        models=ModelConfig.from_mapping(
-            _section(data, "models", where), where=f"{where}: models"
-        ),
+        models=ModelConfig.from_mapping(_section(data, "models", where), where=f"{where}: models"),
         ordering=SequenceConfig.from_mapping(
             _section(data, "ordering", where), where=f"{where}: ordering"
         ),
