@@ -103,6 +103,9 @@ class Receiver:
             return
         self.counters["received"] += 1
         envelopes = env.body.envelopes if isinstance(env.body, EnvelopeBatch) else (env,)
+        if topic.kind is topics.TopicKind.MODEL_CHUNKS:
+            self._chunks(topic, envelopes)
+            return
         sequenced: list[Envelope] = []
         for e in envelopes:
             if e.sequence == 0:
@@ -112,13 +115,11 @@ class Receiver:
             else:
                 sequenced.append(e)
         if sequenced:
-            if topic.kind is topics.TopicKind.MODEL_CHUNKS:
-                self._unordered(topic, sequenced)
-            else:
-                self._sequenced(topic, sequenced)
+            self._sequenced(topic, sequenced)
 
-    def _unordered(self, topic: Topic, envelopes: list[Envelope]) -> None:
-        """Model chunks: delivered as they come, without ordering or gap repair.  A chunk is
+    def _chunks(self, topic: Topic, envelopes: Sequence[Envelope]) -> None:
+        """Model chunks, sequenced or not: delivered as they come, without ordering or gap
+        repair (also this node's own: a gateway's cache answers its own node too).  A chunk is
         written at its offset whenever it comes and the model exchange asks for missing ones
         by index, so holding chunks back behind a gap (up to ``max_hold_ms``) or asking the
         sender's retention for them would only delay and repeat that work.  Duplicates are

@@ -289,10 +289,7 @@ class Relay:
                     return
                 if isinstance(r, BaseException):
                     raise r
-            assert self.cache is not None
-            self.cache.counters["chunk.sent"] = self.cache.counters.get("chunk.sent", 0) + len(
-                payloads
-            )
+            self.cache.count("chunk.sent", len(payloads))
 
 
 def _envelopes(payload: bytes) -> tuple[Envelope, ...]:

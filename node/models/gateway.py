@@ -97,7 +97,7 @@ class GatewayCache:
         if self._entries:
             log.info("gateway cache: %d model(s) held", len(self._entries))
 
-    def _count(self, what: str, n: int = 1) -> None:
+    def count(self, what: str, n: int = 1) -> None:
         self.counters[what] = self.counters.get(what, 0) + n
 
     def __iter__(self) -> Iterator[ModelManifest]:
@@ -125,12 +125,12 @@ class GatewayCache:
             except (ModelError, OSError) as exc:
                 why = str(exc)
         if why:
-            self._count("manifest.refused")
+            self.count("manifest.refused")
             log.warning("gateway cache: not caching %s/%s version %s: %s",
                         m.ion, m.edge, m.version, why)  # fmt: skip
             return False
         self._entries[m.model_id] = _Entry(assembler, now)
-        self._count("manifest.cached")
+        self.count("manifest.cached")
         self._keep_newest(m.ion, m.edge)
         self._fit(keep=m.model_id)
         return m.model_id in self._entries
@@ -139,10 +139,10 @@ class GatewayCache:
         """A chunk relayed down from upstream; None when its model has no entry."""
         entry = self._entries.get(chunk.model_id)
         if entry is None:
-            self._count("chunk.uncached")
+            self.count("chunk.uncached")
             return None
         outcome = entry.assembler.add(chunk)
-        self._count(f"chunk.{outcome.value}")
+        self.count(f"chunk.{outcome.value}")
         if outcome is ChunkOutcome.ACCEPTED:
             entry.progress_ms = now
             entry.asked.pop(chunk.index, None)
@@ -168,7 +168,7 @@ class GatewayCache:
         entry.checking = False
         if error is None:
             entry.verified = True
-            self._count("model.verified")
+            self.count("model.verified")
         elif isinstance(error, ChunkMismatchError):
             log.warning("gateway cache: %s", error)  # those chunks are missing again
         else:
@@ -181,10 +181,10 @@ class GatewayCache:
         """A child's chunk request: what to send down and what to ask upstream."""
         entry = self._entries.get(req.model_id)
         if entry is None:
-            self._count("request.forwarded")
+            self.count("request.forwarded")
             return Plan(forward=True)
         entry.used_ms = now
-        self._count("request.answered")
+        self.count("request.answered")
         asm, count = entry.assembler, entry.manifest.chunk_count
         wanted = sorted({i for i in req.indexes if 0 <= i < count} or range(count))
         guard = self._cfg.resend_guard_ms
@@ -196,7 +196,7 @@ class GatewayCache:
                     serve.append(i)
             else:
                 lacking.append(i)
-        self._count("chunk.served", len(serve))
+        self.count("chunk.served", len(serve))
         return Plan(serve=tuple(serve), ask=self._ask(entry, lacking, now))
 
     def _ask(self, entry: _Entry, lacking: list[int], now: int) -> ChunkRequest | None:
@@ -211,7 +211,7 @@ class GatewayCache:
             return None
         for i in ask:
             entry.asked[i] = now
-        self._count("request.upstream")
+        self.count("request.upstream")
         m = entry.manifest
         indexes = () if len(ask) == m.chunk_count else tuple(ask)
         return ChunkRequest(m.model_id, indexes, requester=self._node_id)

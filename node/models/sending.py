@@ -5,7 +5,7 @@ outbox.  The model store already keeps them durably (it is what chunk requests a
 from, also after a restart), and a consumer asks for whatever it misses, so a second durable
 copy would only cost: storing a 256 KiB chunk in SQLite, reading it back and copying it to the
 retention table wrote each model byte four times and made publishing a 50 MB model take about
-a second of the producer's CPU, against 60 ms for the direct path (bench/model_rollout.py).
+a second, against 0.3 s now, most of it hashing and storing the file (bench/model_rollout.py).
 At most ``publish_window`` chunks are in flight at once, so memory holds that many and the
 link's window stays open for other traffic.
 
@@ -19,7 +19,8 @@ Without a link (a host that offers only ``publish``, such as the tests' fake), e
 through ``publish``: durable in the outbox, chunks ``publish_window`` at a time.
 
 Every consumer of an edge reads the same chunk topic, so a chunk sent serves all of them:
-``fresh`` leaves out chunks sent within ``resend_guard_ms``, however many consumers ask.
+``fresh`` leaves out chunks queued to be sent or sent within ``resend_guard_ms`` (counted from
+the broker's acknowledgement), however many consumers ask.
 ``counters`` and ``times_sent`` say what was sent (for status and for tests that count bytes).
 """
 
@@ -174,7 +175,6 @@ class ChunkSender:
         topic = topics.model_chunks(m.ion, m.edge, m.model_id)
         room = asyncio.Semaphore(self._cfg.publish_window)
         failed: list[BaseException] = []
-
         sent = self._sent.setdefault(m.model_id, {})
 
         async def one(chunk: ModelChunk) -> None:

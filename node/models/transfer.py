@@ -31,10 +31,11 @@ on who vouches for the chunk hashes:
   nearly always do), so ``finish`` only reads back what came out of order or before a
   restart.
 
-The kernel is asked to start writing the file back every ``WRITEBACK_BYTES`` (without waiting),
-so the fsync before the model is stored finds little left to write.  Otherwise the whole model
-sits dirty in the page cache until that fsync, and on a shared disk the fsyncs of many
-nodes (and every small fsync queued behind them) stall together at the end.
+Every ``WRITEBACK_BYTES`` the kernel is asked to start writing the file back (without waiting)
+and to drop the pages already on disk, so the fsync before the model is stored finds little
+left to write and the page cache does not grow by the model's size.  Otherwise the whole
+model sits dirty in memory until that fsync, and on a shared disk the fsyncs of many nodes
+(and every small fsync queued behind them) stall together at the end.
 """
 
 from __future__ import annotations
@@ -203,16 +204,20 @@ def manifest_from_bytes(data: bytes) -> ModelManifest:
     return body
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new bytes, never a
-    mix, also after a power loss (fsync of the file, rename, fsync of the directory)."""
+    mix, also after a power loss (fsync of the file, rename, fsync of the directory).  With
+    ``durable=False``, no fsync: still never a mix after a crash of the process, but after
+    a power loss the file may be empty or missing."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 # -- the receiving side -----------------------------------------------------------------------
@@ -256,8 +261,7 @@ class Assembler:
         # Unsigned only: the sha256 of chunks 0 .. _hashed - 1, fed in order.
         self._whole = hashlib.sha256()
         self._hashed = 0
-        # The span written since writeback was last started (chunks come mostly in order).
-        self._dirty_from, self._dirty_to = -1, -1
+        self._unflushed = 0  # bytes written since writeback was last started
 
     @classmethod
     def create(cls, directory: Path, manifest: ModelManifest, limits: TransferLimits) -> Assembler:
@@ -269,7 +273,9 @@ class Assembler:
                 return held
             held.discard()
         directory.mkdir(parents=True, exist_ok=True)
-        write_atomically(directory / cls.MANIFEST, manifest_bytes(manifest))
+        # Not fsynced: this runs on the event loop, and after a power loss an unreadable
+        # manifest only means this transfer starts over (``open`` refuses it).
+        write_atomically(directory / cls.MANIFEST, manifest_bytes(manifest), durable=False)
         return cls(directory, manifest)
 
     @classmethod
@@ -350,15 +356,10 @@ class Assembler:
             self._whole.update(chunk.data)
             self._hashed += 1
             self._catch_up(_CATCH_UP_CHUNKS)
-        start = chunk.index * m.chunk_size
-        if self._dirty_from < 0:
-            self._dirty_from, self._dirty_to = start, start + len(chunk.data)
-        else:
-            self._dirty_from = min(self._dirty_from, start)
-            self._dirty_to = max(self._dirty_to, start + len(chunk.data))
-        if self._dirty_to - self._dirty_from >= WRITEBACK_BYTES:
-            _start_writeback(self._data, self._dirty_from, self._dirty_to - self._dirty_from)
-            self._dirty_from = -1
+        self._unflushed += len(chunk.data)
+        if self._unflushed >= WRITEBACK_BYTES:
+            self._unflushed = 0
+            _start_writeback(self._data)
         return ChunkOutcome.ACCEPTED
 
     def read(self, index: int) -> bytes:
@@ -440,14 +441,16 @@ class Assembler:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _start_writeback(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to start writing a span of ``fd`` back, without waiting for it (Linux
-    starts writeback for POSIX_FADV_DONTNEED, then drops only pages already clean).  Only the
-    span just written: advice over the whole file makes the kernel walk all of its pages."""
+def _start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing ``fd`` back without waiting for it, and to drop the
+    pages already written (Linux: POSIX_FADV_DONTNEED starts writeback of dirty pages and
+    drops clean ones).  Over the whole file, so that pages written back since the last call
+    go too: a model passing through must not grow the page cache by its size (nothing reads
+    it again soon; on a virtual machine, fresh pages cost far more than recycled ones)."""
     advise = getattr(os, "posix_fadvise", None)
     if advise is not None:
         with contextlib.suppress(OSError):
-            advise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+            advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def _blocks(fd: int, size: int, offset: int = 0) -> Iterator[bytes]:
