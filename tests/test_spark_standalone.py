@@ -47,7 +47,7 @@ from node.components.kmeans_model import MODEL_FILE, KMeansModel
 from node.engines.base import Outcome
 from node.engines.process import output_log
 from node.engines.spark_engine import EVENT_DIR, SparkJob
-from node.sdk.models import artifact_of
+from node.models.artifact import artifact_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

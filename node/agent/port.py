@@ -22,13 +22,12 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Protocol
 
 from ion import topics
 from ion.errors import DecodeError, InputError, RefusedError
 from ion.model.definition import EdgeKind
-from ion.model.health import HealthReport, Metric
+from ion.model.health import HealthReport
 from ion.model.local import Hello
 from ion.model.manifest import ModelManifest
 from ion.model.messages import DataRecords, Envelope, Event, StatsReport
@@ -36,15 +35,12 @@ from ion.topics import Channel
 from ion.wire.codec import decode
 from node.inbox.pending import PendingInbox
 from node.local.port import ClientInfo, Inbound
-from node.models.artifact import ModelArtifact
+from node.models.artifact import LOCAL_PATH, ModelArtifact, artifact_of, manifest_for
 
 from .drift import NodeDrift
 from .edgeports import IonEdges
 
 log = logging.getLogger(__name__)
-
-LOCAL_PATH = "local_path"
-"""Manifest annotation naming a model's place on this machine (never sent over MQTT)."""
 
 _TELEMETRY: dict[type, Channel] = {
     HealthReport: Channel.HEALTH,
@@ -212,16 +208,9 @@ class LocalPort:
     async def _publish_model(self, client: ClientInfo, edge: str, manifest: ModelManifest) -> None:
         if self._models is None:
             raise InputError("this agent does not publish models")
-        path = manifest.annotations.get(LOCAL_PATH, "")
-        if not path:
+        artifact = artifact_of(manifest)
+        if artifact is None:
             raise InputError(f"a model for edge {edge!r} needs its {LOCAL_PATH!r} annotation")
-        artifact = ModelArtifact(
-            path=Path(path),
-            format=manifest.format,
-            metrics={m.name: m.value for m in manifest.metrics},
-            baseline=manifest.baseline,
-            annotations={k: v for k, v in manifest.annotations.items() if k != LOCAL_PATH},
-        )
         published = await self._models.publish(client.ion, edge, client.pipeline, artifact)
         log.info(
             "%s published model %s version %s on %s",
@@ -286,17 +275,7 @@ class LocalPort:
             current = models.active(client.ion, edge)
             if current is not None and current.model_id != sent:
                 sent = current.model_id
-                manifest = ModelManifest(
-                    model_id=current.model_id,
-                    version=current.version,
-                    ion=client.ion,
-                    edge=edge,
-                    format=current.format,
-                    file_name=current.path.name,
-                    metrics=tuple(Metric(k, v) for k, v in current.metrics.items()),
-                    baseline=current.baseline,
-                    annotations={**current.annotations, LOCAL_PATH: str(current.path)},
-                )
+                manifest = manifest_for(current, ion=client.ion, edge=edge)
                 env = Envelope(
                     message_id=_derived_id(current.model_id, 0),
                     created_ms=0,

@@ -19,9 +19,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ion.model.health import Histogram
+from ion.model.health import Histogram, Metric
+from ion.model.manifest import ModelManifest
 
-__all__ = ["ModelArtifact", "ModelFeed"]
+__all__ = ["LOCAL_PATH", "ModelArtifact", "ModelFeed", "artifact_of", "manifest_for"]
+
+LOCAL_PATH = "local_path"
+"""Manifest annotation naming a model's place on this machine: how a model crosses the local
+socket (component -> agent to publish it, agent -> component to hand over a version); it is
+never sent over MQTT."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +76,38 @@ class ModelFeed(Protocol):
     def accepted(self, artifact: ModelArtifact, ok: bool, detail: str = "") -> None:
         """Report that ``artifact`` was loaded (ok) or could not be (with why)."""
         ...
+
+
+def manifest_for(
+    artifact: ModelArtifact, *, ion: str, edge: str, pipeline: str = ""
+) -> ModelManifest:
+    """``artifact`` as a manifest whose ``local_path`` annotation names it (its id and version
+    as far as known: empty in a request to publish, which the agent fills in)."""
+    return ModelManifest(
+        model_id=artifact.model_id,
+        version=artifact.version,
+        ion=ion,
+        edge=edge,
+        producer_pipeline=pipeline,
+        format=artifact.format,
+        file_name=artifact.path.name,
+        metrics=tuple(Metric(k, float(v)) for k, v in artifact.metrics.items()),
+        baseline=artifact.baseline,
+        annotations={**artifact.annotations, LOCAL_PATH: str(Path(artifact.path).absolute())},
+    )
+
+
+def artifact_of(manifest: ModelManifest) -> ModelArtifact | None:
+    """The local model a manifest describes (None without a ``local_path``)."""
+    path = manifest.annotations.get(LOCAL_PATH, "")
+    if not path:
+        return None
+    return ModelArtifact(
+        path=Path(path),
+        format=manifest.format,
+        metrics={m.name: m.value for m in manifest.metrics},
+        baseline=manifest.baseline,
+        annotations={k: v for k, v in manifest.annotations.items() if k != LOCAL_PATH},
+        model_id=manifest.model_id,
+        version=manifest.version,
+    )

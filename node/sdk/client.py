@@ -294,7 +294,7 @@ class Client(abc.ABC):
     ) -> None:
         """Publish a trained model (a file or directory on this machine) along the model edge
         ``edge``; returns once the agent has packed and queued it."""
-        from .models import manifest_for
+        from node.models.artifact import manifest_for
 
         body = manifest_for(
             artifact, ion=self.identity.ion, edge=edge, pipeline=self.identity.pipeline

@@ -23,57 +23,20 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ion.errors import IonError
-from ion.model.health import Metric
 from ion.model.local import Delivery, LocalFrame
 from ion.model.manifest import ModelManifest
 from ion.model.messages import Envelope, new_envelope
 from ion.wire.local import frame_to_json
-from node.models.artifact import ModelArtifact
+from node.models.artifact import ModelArtifact, artifact_of, manifest_for
 
 if TYPE_CHECKING:
     from .client import Client, StopFlag
 
 log = logging.getLogger(__name__)
-
-LOCAL_PATH = "local_path"
-
-
-def manifest_for(artifact: ModelArtifact, *, ion: str, edge: str, pipeline: str) -> ModelManifest:
-    """The request to publish ``artifact``: a manifest without id or chunks (the agent fills
-    them in) whose ``local_path`` annotation names the artifact."""
-    return ModelManifest(
-        model_id="",
-        version="",
-        ion=ion,
-        edge=edge,
-        producer_pipeline=pipeline,
-        format=artifact.format,
-        file_name=artifact.path.name,
-        metrics=tuple(Metric(k, float(v)) for k, v in artifact.metrics.items()),
-        baseline=artifact.baseline,
-        annotations={**artifact.annotations, LOCAL_PATH: str(Path(artifact.path).absolute())},
-    )
-
-
-def artifact_of(manifest: ModelManifest) -> ModelArtifact | None:
-    """The local model a delivered manifest describes (None without a ``local_path``)."""
-    path = manifest.annotations.get(LOCAL_PATH, "")
-    if not path:
-        return None
-    return ModelArtifact(
-        path=Path(path),
-        format=manifest.format,
-        metrics={m.name: m.value for m in manifest.metrics},
-        baseline=manifest.baseline,
-        annotations={k: v for k, v in manifest.annotations.items() if k != LOCAL_PATH},
-        model_id=manifest.model_id,
-        version=manifest.version,
-    )
 
 
 class FeedFollower:
@@ -160,9 +123,7 @@ def delivery_line(
 ) -> str:
     """The line of ``ION_SDK_INPUT`` that hands ``artifact`` to a model feed on ``edge``: a
     ``Delivery`` of its manifest, as an agent delivers a version it activated (no newline)."""
-    manifest = manifest_for(artifact, ion=ion, edge=edge, pipeline="")
-    if artifact.model_id or artifact.version:
-        manifest = replace(manifest, model_id=artifact.model_id, version=artifact.version)
+    manifest = manifest_for(artifact, ion=ion, edge=edge)
     envelope = new_envelope(manifest, source_node="", now_ms=int(time.time() * 1000), ion=ion)
     return frame_to_json(LocalFrame(0, Delivery(delivery_id, edge, envelope)))
 
