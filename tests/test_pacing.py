@@ -83,3 +83,22 @@ def test_bad_settings_are_refused() -> None:
         ReceiverPacing(min_items=0)
     with pytest.raises(ValueError, match="at least 1"):
         ReceiverPacing(target_delay_ms=0)
+
+
+def test_trim_cuts_only_paced_backlog_and_says_when_it_held_something() -> None:
+    from node.outbox.classes import TrafficClass
+    from node.outbox.pacing import trim_backlog
+    from node.outbox.policy import ClassQueue, Pending
+
+    backlog = [Pending(i, "paced" if i % 2 else "free", 100) for i in range(1, 7)]
+    live = [Pending(10, "paced", 100)]
+    queues = {TrafficClass.DATA: ClassQueue(backlog, live)}
+    trimmed, held = trim_backlog(queues, {"paced": 1})
+    assert [p.id for p in trimmed[TrafficClass.DATA].backlog] == [1, 2, 4, 6]
+    assert list(trimmed[TrafficClass.DATA].live) == live
+    assert held
+    trimmed, held = trim_backlog(queues, {"paced": 5})
+    assert [p.id for p in trimmed[TrafficClass.DATA].backlog] == [1, 2, 3, 4, 5, 6]
+    assert not held
+    only_paced = {TrafficClass.DATA: ClassQueue([Pending(1, "paced", 1)], [])}
+    assert trim_backlog(only_paced, {"paced": 0}) == ({}, True)

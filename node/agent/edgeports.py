@@ -37,6 +37,8 @@ class IonEdges:
     edges: Mapping[str, Edge] = field(default_factory=dict)
     ports: Mapping[str, tuple[EdgePort, ...]] = field(default_factory=dict)
     """pipeline name -> its ports that are edge ends (sources and targets)."""
+    readers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """edge name -> the pipelines with a component port that reads it."""
 
     def outgoing(self, pipeline: str) -> tuple[Edge, ...]:
         return tuple(e for e in self.edges.values() if e.source.pipeline == pipeline)
@@ -74,4 +76,13 @@ def resolve_edges(definition: IonDefinition, catalog: Catalog | None = None) -> 
                 ports.setdefault(t.pipeline, []).append(
                     EdgePort(e.name, e.kind.value, "in", t.component, t.port)
                 )
-    return IonEdges(edges, {p: tuple(v) for p, v in ports.items()})
+    readers: dict[str, list[str]] = {}
+    for pipeline, pipeline_ports in ports.items():
+        for port in pipeline_ports:
+            if port.direction == "in" and pipeline not in readers.setdefault(port.edge, []):
+                readers[port.edge].append(pipeline)
+    return IonEdges(
+        edges,
+        {p: tuple(v) for p, v in ports.items()},
+        {e: tuple(v) for e, v in readers.items()},
+    )

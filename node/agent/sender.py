@@ -20,9 +20,8 @@ from ion import topics
 from ion.model.messages import new_message_id
 from ion.wire.batch import batch_payload
 from node.link.base import LinkDown, LinkState, MqttLink
-from node.outbox.classes import TrafficClass
-from node.outbox.pacing import ReceiverPacing
-from node.outbox.policy import ClassQueue, SendScheduler
+from node.outbox.pacing import ReceiverPacing, trim_backlog
+from node.outbox.policy import SendScheduler
 from node.outbox.store import OutboxStore
 
 log = logging.getLogger(__name__)
@@ -113,44 +112,25 @@ class Sender:
 
     def _send_round(self, free: int) -> int:
         limit = self._scheduler.candidate_limit(free)
-        paced = self.pacing.paced_budget(self._clock())
-        if paced is not None and self._scheduler.live_after_id is not None:
+        now = self._clock()
+        # Only an outage's backlog is paced; with no outage behind us everything is FIFO.
+        budgets = self.pacing.all_budgets(now) if self._scheduler.live_after_id is not None else {}
+        if budgets:
             # Reading tens of thousands of candidates to send a paced few costs more than the
             # sending: read about what the budgets allow, plus room for live traffic.
-            limit = min(limit, paced + self._window)
+            limit = min(limit, sum(budgets.values()) + self._window)
         queues = self._store.candidates(self._scheduler.live_after_id, limit)
         if not queues:
             return 0
-        now = self._clock()
-        # Only an outage's backlog is paced; with no outage behind us everything is FIFO.
-        budgets = (
-            self.pacing.budgets((p.topic for q in queues.values() for p in q.backlog), now)
-            if self._scheduler.live_after_id is not None
-            else None
-        )
         held = False
         if budgets:
-            # Receivers acknowledge what they handle: send no more of a stream's backlog (never
-            # holding live traffic) than keeps them within the bound, so what is live now
-            # does not queue behind the backlog at their end.  An agent's stream is its topic.
-            trimmed: dict[TrafficClass, ClassQueue] = {}
-            for c, q in queues.items():
-                backlog = []
-                for p in q.backlog:
-                    left = budgets.get(p.topic)
-                    if left is None:
-                        backlog.append(p)
-                    elif left > 0:
-                        backlog.append(p)
-                        budgets[p.topic] = left - 1
-                    else:
-                        held = True
-                if backlog or q.live:
-                    trimmed[c] = ClassQueue(backlog, q.live)
-            if not trimmed:
+            # Receivers acknowledge what they handle: send no more of a stream's backlog
+            # than keeps them within the bound, so what is live now does not queue behind it
+            # at their end (see node.outbox.pacing).
+            queues, held = trim_backlog(queues, budgets)
+            if not queues:
                 self.pacing.held_rounds += 1
                 return 0
-            queues = trimmed
         plan = self._scheduler.next_sends(queues, free, now, backlog_held=held)
         if plan.expired:
             self._store.expire(list(plan.expired))

@@ -171,6 +171,7 @@ class Agent:
         self._relay: Relay | None = None
         self._edge_topics: dict[tuple[str, str], str] = {}
         self._ion_edges: dict[str, IonEdges] = {}
+        self._edge_readers: dict[tuple[str, str], tuple[str, ...]] = {}
         self.failed = asyncio.Event()  # set when the node cannot work (e.g. refused login)
         self.started_ms = 0
 
@@ -619,21 +620,13 @@ class Agent:
 
     def _keep_for_pipelines(self, arrival: Arrival) -> None:
         """Edge traffic for pipelines of this node waits in the pending inbox until handled."""
-        topic, plan = arrival.topic, self._plan
-        edges = self._ion_edges.get(topic.ion)
-        edge = edges.edges.get(topic.edge) if edges is not None else None
-        if edges is None or edge is None or plan is None:
+        topic = arrival.topic
+        readers = self._edge_readers.get((topic.ion, topic.edge))
+        if not readers:
             return
-        payload: bytes | None = None
-        for target in edge.targets:
-            key = (topic.ion, target.pipeline)
-            if key not in plan.pipelines or not any(
-                p.edge == edge.name and p.direction == "in" for p in edges.ports.get(key[1], ())
-            ):
-                continue  # not placed here, or no component port reads this edge
-            if payload is None:
-                payload = encode(arrival.envelope)
-            self._pending.add(key[0], key[1], edge.name, arrival.envelope.message_id, payload)
+        payload = encode(arrival.envelope)
+        for pipeline in readers:
+            self._pending.add(topic.ion, pipeline, topic.edge, arrival.envelope.message_id, payload)
 
     def _flush_pending(self) -> None:
         for key in self._pending.flush():
@@ -677,6 +670,14 @@ class Agent:
         self._plan = plan_node(active, self.config.identity)
         self._models.plan(active, self._plan.pipelines)  # model edges produced / consumed here
         self._ion_edges = {name: resolve_edges(d) for name, d in active.items()}
+        # Per arriving edge message, the local pipelines whose component port reads that edge
+        # (worked out here, not on every message).
+        self._edge_readers = {
+            (ion, edge): placed
+            for ion, edges in self._ion_edges.items()
+            for edge, pipelines in edges.readers.items()
+            if (placed := tuple(p for p in pipelines if (ion, p) in self._plan.pipelines))
+        }
         self._port_edges_changed()
         for ion, pipeline in previous - set(self._plan.pipelines):
             dropped = self._pending.forget_pipeline(ion, pipeline)

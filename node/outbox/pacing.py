@@ -20,8 +20,11 @@ time is passed in.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from node.outbox.classes import TrafficClass
+from node.outbox.policy import ClassQueue
 
 DEFAULT_TARGET_DELAY_MS = 250
 DEFAULT_MIN_ITEMS = 1_000
@@ -124,14 +127,14 @@ class ReceiverPacing:
             return 0  # wait for a worthwhile amount
         return budget
 
+    def all_budgets(self, now_ms: int) -> dict[str, int]:
+        """The budget of every paced stream (unpaced ones are left out)."""
+        return self.budgets(self._streams, now_ms)
+
     def paced_budget(self, now_ms: int) -> int | None:
         """The budgets of all paced streams added up; None when nothing is paced."""
-        total: int | None = None
-        for stream in self._streams:
-            budget = self.stream_budget(stream, now_ms)
-            if budget is not None:
-                total = (total or 0) + budget
-        return total
+        budgets = self.all_budgets(now_ms)
+        return sum(budgets.values()) if budgets else None
 
     def budgets(self, streams: Iterable[str], now_ms: int) -> dict[str, int]:
         """The budget of each paced stream among ``streams`` (unpaced ones are left out)."""
@@ -151,3 +154,27 @@ class ReceiverPacing:
             if fresh:
                 total += max(0, s.sent - min(r.sequence for r in fresh))
         return total
+
+
+def trim_backlog(
+    queues: Mapping[TrafficClass, ClassQueue], budgets: dict[str, int]
+) -> tuple[dict[TrafficClass, ClassQueue], bool]:
+    """The candidates with each paced stream's backlog cut to its budget (live items are never
+    cut; an agent's stream is its topic), and whether anything was held back.  ``budgets`` is
+    used up as it goes."""
+    trimmed: dict[TrafficClass, ClassQueue] = {}
+    held = False
+    for cls, queue in queues.items():
+        backlog = []
+        for p in queue.backlog:
+            left = budgets.get(p.topic)
+            if left is None:
+                backlog.append(p)
+            elif left > 0:
+                backlog.append(p)
+                budgets[p.topic] = left - 1
+            else:
+                held = True
+        if backlog or queue.live:
+            trimmed[cls] = ClassQueue(backlog, queue.live)
+    return trimmed, held
