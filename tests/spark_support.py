@@ -17,15 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import spark_support_components
+from support.pipelines import comp, install_plugin, pipe
 
 from ion.model.definition import (
-    ArgValue,
     Component,
     Pipeline,
     PipelineMode,
-    PipelineRole,
-    Placement,
-    PortBinding,
 )
 from node.engines.spark_engine import INFO_FILE, SparkEngine
 from node.engines.spark_submit import find_spark_submit
@@ -49,32 +46,13 @@ SMALL = {
 def plugin_dir(root: Path) -> Path:
     """A directory holding a dist-info that declares the test components as entry points
     (their module is tests/spark_support_components.py); put it and tests/ on PYTHONPATH."""
-    info = root / "ion_spark_testplug-0.1.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: ion-spark-testplug\nVersion: 0.1\n"
-    )
     module = spark_support_components.__name__
-    lines = ["[ion.components.python]"]
-    lines += [f"{n} = {module}:{cls}" for n, cls in spark_support_components.ENTRY_POINTS.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    return root
+    entries = {n: f"{module}:{cls}" for n, cls in spark_support_components.ENTRY_POINTS.items()}
+    return install_plugin(root, "ion-spark-testplug", entries)
 
 
 def child_pythonpath(plugins: Path) -> str:
     return os.pathsep.join([str(plugins), str(TESTS), str(REPO)])
-
-
-def comp(
-    name: str, type_: str, args: Mapping[str, ArgValue] | None = None, *inputs: str
-) -> Component:
-    """``inputs`` as "port=component.port" (or "component": in=component.out)."""
-    bindings = []
-    for spec in inputs:
-        port, _, source = spec.rpartition("=")
-        upstream, _, from_port = source.partition(".")
-        bindings.append(PortBinding(port or "in", upstream, from_port or "out"))
-    return Component(name, type_, dict(args or {}), tuple(bindings))
 
 
 def spark_pipe(
@@ -83,15 +61,7 @@ def spark_pipe(
     *components: Component,
     config: Mapping[str, str] | None = None,
 ) -> Pipeline:
-    return Pipeline(
-        name=name,
-        engine="spark",
-        role=PipelineRole.OTHER,
-        mode=mode,
-        placement=Placement(nodes=("node-1",)),
-        components=components,
-        engine_config=dict(SMALL if config is None else config),
-    )
+    return pipe(name, mode, *components, engine="spark", config=SMALL if config is None else config)
 
 
 def spark_bin(tool: str) -> Path:

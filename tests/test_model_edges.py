@@ -8,13 +8,13 @@ the way third-party components are found by the runner.
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 from agent_support import apply, node_config
 from support import async_wait_until
+from support.pipelines import install_plugin
 
 from ion.model.definition import (
     Component,
@@ -81,21 +81,14 @@ class ModelEcho(Component):
             yield None
 '''
 
-ENTRY_POINTS = """[ion.components.python]
-file_model = ion_modelplug:FileModel
-model_echo = ion_modelplug:ModelEcho
-"""
+ENTRY_POINTS = {"file_model": "ion_modelplug:FileModel", "model_echo": "ion_modelplug:ModelEcho"}
 
 
 @pytest.fixture
 def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = tmp_path / "plugins"
-    root.mkdir()
-    (root / "ion_modelplug.py").write_text(textwrap.dedent(PLUGIN))
-    info = root / "ion_modelplug-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ion-modelplug\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    root = install_plugin(
+        tmp_path / "plugins", "ion-modelplug", ENTRY_POINTS, module="ion_modelplug", source=PLUGIN
+    )
     monkeypatch.setenv("PYTHONPATH", str(root))
 
 

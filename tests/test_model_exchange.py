@@ -14,20 +14,18 @@ from typing import Any
 import pytest
 from agent_support import apply, node_config
 from support import async_wait_until
+from support.pipelines import placeholder
 
 from ion import topics
 from ion.errors import InputError, UnavailableError
 from ion.model.definition import (
-    Component,
     Edge,
     EdgeKind,
     Endpoint,
     IonDefinition,
     ModelPolicy,
     Pipeline,
-    PipelineMode,
     PipelineRole,
-    Placement,
 )
 from ion.model.event import Event
 from ion.model.manifest import ChunkRequest, ModelChunk, ModelManifest
@@ -43,15 +41,7 @@ ION, EDGE = "plant", "model"
 
 
 def pipeline(name: str, node: str, role: PipelineRole) -> Pipeline:
-    # An engine no node has: placement counts, nothing is started.
-    return Pipeline(
-        name=name,
-        engine="none",
-        role=role,
-        mode=PipelineMode.BATCH,
-        placement=Placement(nodes=(node,)),
-        components=(Component("c", "noop"),),
-    )
+    return placeholder(name, node, role)
 
 
 def model_ion(name: str, producer: str, consumer: str, keep: int = 3) -> IonDefinition:

@@ -18,20 +18,18 @@ from typing import Any
 import pytest
 from agent_support import apply, node_config
 from support import async_wait_until
+from support.pipelines import placeholder
 
 from broker.settings import BrokerSettings
 from ion import topics
 from ion.model.definition import (
-    Component,
     Edge,
     EdgeKind,
     Endpoint,
     IonDefinition,
     ModelPolicy,
     Pipeline,
-    PipelineMode,
     PipelineRole,
-    Placement,
 )
 from ion.model.manifest import ArtifactLayout, ChunkRequest, ModelChunk, ModelManifest
 from node.agent.service import Agent
@@ -201,14 +199,7 @@ def test_a_complete_entry_is_checked_whole_once(tmp_path: Path, cache: GatewayCa
 
 
 def pipeline(name: str, nodes: tuple[str, ...], role: PipelineRole) -> Pipeline:
-    return Pipeline(
-        name=name,
-        engine="none",  # no node runs it: placement counts, nothing starts
-        role=role,
-        mode=PipelineMode.BATCH,
-        placement=Placement(nodes=nodes),
-        components=(Component("c", "noop"),),
-    )
+    return placeholder(name, nodes, role)
 
 
 def fleet_ion(children: tuple[str, ...]) -> IonDefinition:

@@ -24,6 +24,7 @@ from agent_support import apply, node_config
 from click.testing import CliRunner, Result
 from paho.mqtt.enums import CallbackAPIVersion
 from support import async_wait_until
+from support.pipelines import placeholder
 
 from ion import topics
 from ion.cli.main import cli
@@ -32,7 +33,6 @@ from ion.config.broker import parse_broker_url
 from ion.model.command import Command, ModelRef, RollbackModel
 from ion.model.definition import (
     CanaryPolicy,
-    Component,
     Edge,
     EdgeKind,
     Endpoint,
@@ -42,7 +42,6 @@ from ion.model.definition import (
     Pipeline,
     PipelineMode,
     PipelineRole,
-    Placement,
     PolicyKind,
 )
 from ion.model.event import Event
@@ -60,14 +59,7 @@ ION, EDGE = "rollouts", "weights"
 
 
 def pipeline(name: str, nodes: tuple[str, ...], role: PipelineRole) -> Pipeline:
-    return Pipeline(
-        name=name,
-        engine="none",
-        role=role,
-        mode=PipelineMode.STREAMING,
-        placement=Placement(nodes=nodes),
-        components=(Component("c", "noop"),),
-    )
+    return placeholder(name, nodes, role, PipelineMode.STREAMING)
 
 
 def policy_ion(policy: ModelPolicy, consumers: tuple[str, ...]) -> IonDefinition:

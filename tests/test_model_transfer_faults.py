@@ -20,20 +20,18 @@ from typing import Any
 import pytest
 from agent_support import apply, node_config
 from support import async_wait_until
+from support.pipelines import placeholder
 
 from broker.settings import BrokerSettings
 from ion import topics
 from ion.errors import UnavailableError
 from ion.model.definition import (
-    Component,
     Edge,
     EdgeKind,
     Endpoint,
     IonDefinition,
     Pipeline,
-    PipelineMode,
     PipelineRole,
-    Placement,
     Signature,
 )
 from ion.model.manifest import ArtifactLayout, ChunkRequest, ModelChunk, ModelManifest
@@ -261,14 +259,7 @@ def test_chunks_are_delivered_at_once_across_gaps_and_duplicates_dropped(tmp_pat
 
 
 def pipeline(name: str, nodes: tuple[str, ...], role: PipelineRole) -> Pipeline:
-    return Pipeline(
-        name=name,
-        engine="none",  # placement counts, nothing is started
-        role=role,
-        mode=PipelineMode.BATCH,
-        placement=Placement(nodes=nodes),
-        components=(Component("c", "noop"),),
-    )
+    return placeholder(name, nodes, role)
 
 
 def model_ion(consumers: tuple[str, ...]) -> IonDefinition:

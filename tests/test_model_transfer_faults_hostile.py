@@ -21,18 +21,16 @@ import pytest
 from agent_support import apply, node_config
 from support import async_wait_until
 from support.brokers import MqttTestClient, mqtt_client
+from support.pipelines import placeholder
 
 from ion import topics
 from ion.model.definition import (
-    Component,
     Edge,
     EdgeKind,
     Endpoint,
     IonDefinition,
     Pipeline,
-    PipelineMode,
     PipelineRole,
-    Placement,
 )
 from ion.model.event import Event
 from ion.model.manifest import ArtifactLayout, ModelChunk, ModelManifest
@@ -50,14 +48,7 @@ FAST = {"request_after_ms": 500, "request_max_interval_ms": 1000}
 
 
 def pipeline(name: str, node: str, role: PipelineRole) -> Pipeline:
-    return Pipeline(
-        name=name,
-        engine="none",  # placement counts, nothing is started
-        role=role,
-        mode=PipelineMode.BATCH,
-        placement=Placement(nodes=(node,)),
-        components=(Component("c", "noop"),),
-    )
+    return placeholder(name, node, role)
 
 
 def model_ion() -> IonDefinition:

@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import sys
-import textwrap
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -18,15 +17,13 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from engine_conformance import EngineConformance, Jobs, gone, group_alive, until, wait_for_output
+from support.pipelines import comp, install_plugin, pipe
 
 from ion.model.definition import (
-    ArgValue,
-    Component,
     Pipeline,
     PipelineMode,
     PipelineRole,
     Placement,
-    PortBinding,
 )
 from node.engines.base import JobSpec, JobStartError, Outcome
 from node.engines.process import MAX_LINE_BYTES, output_log
@@ -93,46 +90,22 @@ class EnvEcho(Component):
         print(f"cwd={os.getcwd()}")
 '''
 
-ENTRY_POINTS = """\
-[ion.components.python]
-ignores_term = ion_testplug:IgnoresTerm
-grandchild = ion_testplug:Grandchild
-raises = ion_testplug:Raises
-env_echo = ion_testplug:EnvEcho
-"""
+ENTRY_POINTS = {
+    "ignores_term": "ion_testplug:IgnoresTerm",
+    "grandchild": "ion_testplug:Grandchild",
+    "raises": "ion_testplug:Raises",
+    "env_echo": "ion_testplug:EnvEcho",
+}
 
 
 @pytest.fixture(scope="session")
 def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("plugins")
-    (root / "ion_testplug.py").write_text(textwrap.dedent(PLUGIN_MODULE))
-    info = root / "ion_testplug-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ion-testplug\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(ENTRY_POINTS)
-    return root
-
-
-def comp(
-    name: str, type_: str, args: Mapping[str, ArgValue] | None = None, *inputs: str
-) -> Component:
-    """``inputs`` as "port=component.port" (or "component": in=component.out)."""
-    bindings = []
-    for spec in inputs:
-        port, _, source = spec.rpartition("=")
-        upstream, _, from_port = source.partition(".")
-        bindings.append(PortBinding(port or "in", upstream, from_port or "out"))
-    return Component(name, type_, dict(args or {}), tuple(bindings))
-
-
-def pipe(name: str, mode: PipelineMode, *components: Component) -> Pipeline:
-    return Pipeline(
-        name=name,
-        engine="python",
-        role=PipelineRole.OTHER,
-        mode=mode,
-        placement=Placement(nodes=("node-1",)),
-        components=components,
+    return install_plugin(
+        tmp_path_factory.mktemp("plugins"),
+        "ion-testplug",
+        ENTRY_POINTS,
+        module="ion_testplug",
+        source=PLUGIN_MODULE,
     )
 
 

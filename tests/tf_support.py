@@ -12,15 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import tf_support_plugin
+from support.pipelines import comp, install_plugin, pipe
 
 from ion.model.definition import (
     ArgValue,
     Component,
     Pipeline,
     PipelineMode,
-    PipelineRole,
-    Placement,
-    PortBinding,
 )
 from node.engines.base import JobExit, JobSpec
 from node.engines.tensorflow_engine import TensorFlowEngine
@@ -49,30 +47,13 @@ TINY_MODEL: dict[str, ArgValue] = {
 def plugin_dir(root: Path) -> Path:
     """A directory holding a dist-info that declares the test components as entry points
     (their module is tests/tf_support_plugin.py); put it and tests/ on PYTHONPATH."""
-    info = root / "ion_tf_testplug-0.1.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ion-tf-testplug\nVersion: 0.1\n")
     module = tf_support_plugin.__name__
-    lines = ["[ion.components.python]"]
-    lines += [f"{n} = {module}:{cls}" for n, cls in tf_support_plugin.ENTRY_POINTS.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    return root
+    entries = {n: f"{module}:{cls}" for n, cls in tf_support_plugin.ENTRY_POINTS.items()}
+    return install_plugin(root, "ion-tf-testplug", entries)
 
 
 def child_env(plugins: Path) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([str(plugins), str(TESTS), str(REPO)])}
-
-
-def comp(
-    name: str, type_: str, args: Mapping[str, ArgValue] | None = None, *inputs: str
-) -> Component:
-    """``inputs`` as "port=component.port" (or "component": in=component.out)."""
-    bindings = []
-    for spec in inputs:
-        port, _, source = spec.rpartition("=")
-        upstream, _, from_port = source.partition(".")
-        bindings.append(PortBinding(port or "in", upstream, from_port or "out"))
-    return Component(name, type_, dict(args or {}), tuple(bindings))
 
 
 def tf_pipe(
@@ -81,14 +62,8 @@ def tf_pipe(
     *components: Component,
     config: Mapping[str, str] | None = None,
 ) -> Pipeline:
-    return Pipeline(
-        name=name,
-        engine="tensorflow",
-        role=PipelineRole.OTHER,
-        mode=mode,
-        placement=Placement(nodes=("node-1",)),
-        components=components,
-        engine_config=dict(SMALL if config is None else config),
+    return pipe(
+        name, mode, *components, engine="tensorflow", config=SMALL if config is None else config
     )
 
 
