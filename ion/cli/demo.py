@@ -21,6 +21,8 @@ import click
 
 from ion.errors import IonError
 
+from .options import CONTEXT
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ION = REPO_ROOT / "examples" / "kmeans" / "ion.yaml"
 
@@ -29,7 +31,7 @@ def _step(text: str) -> None:
     click.echo(click.style("==> ", fg="cyan", bold=True) + text)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT)
 @click.option(
     "--ion",
     "ion_file",

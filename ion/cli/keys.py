@@ -7,47 +7,25 @@ act only on what a key in their ``trust.keys`` signed (see docs/security.md).
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ion.errors import InputError, IonError
+from .options import CONTEXT, F, reports_errors
 
 if TYPE_CHECKING:
     from ion.security.keys import SigningKey
     from ion.security.keystore import KeyStore, StoredKey
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 # ion.security (and with it cryptography) is imported only when a command needs it: every
 # `ion` invocation imports this module.  Tests check these against ion.security.
 ROLE_CHOICES = ("operator", "producer")
 ENV_DIR = "ION_KEYS_DIR"
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 ENV_SIGNING_KEY = "ION_SIGNING_KEY"
-
-
-def _reports_errors(func: F) -> F:
-    """One clear line and exit 2 (bad input) or 1 (anything else) instead of a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except InputError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except IonError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _dir_option(func: F) -> F:
@@ -99,7 +77,7 @@ def keys() -> None:
     help="What the key signs; repeat for both [default: operator].",
 )
 @_dir_option
-@_reports_errors
+@reports_errors
 def create(name: str, roles: tuple[str, ...], keys_dir: str | None) -> None:
     """Create the key pair NAME (private key readable by you alone).
 
@@ -121,7 +99,7 @@ def create(name: str, roles: tuple[str, ...], keys_dir: str | None) -> None:
 @keys.command(name="list", context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_dir_option
-@_reports_errors
+@reports_errors
 def list_cmd(as_json: bool, keys_dir: str | None) -> None:
     """List the keys in the key directory."""
     from ion.security.keyring import format_roles
@@ -150,7 +128,7 @@ def list_cmd(as_json: bool, keys_dir: str | None) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (key id, roles, files).")
 @_dir_option
-@_reports_errors
+@reports_errors
 def show(name: str, as_json: bool, keys_dir: str | None) -> None:
     """Print the public key line of NAME, to paste into a node's trust.keys."""
     stored = _store(keys_dir).get(name)

@@ -6,49 +6,20 @@ delete, ...), 2 invalid input (a broken ION file, a bad flag).
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from ion import __version__
-from ion.errors import InputError, IonError
 
 from .keys import keys, resolve_signing_key, signing_option, unsigned_warning
-from .options import broker_options, resolve_broker
+from .options import CONTEXT, broker_options, fail, reports_errors, resolve_broker
 
-F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("ion.cli")
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def reports_errors(func: F) -> F:
-    """One clear line and an exit code instead of a traceback for every expected failure."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except InputError as exc:
-            fail(str(exc), 2)
-        except IonError as exc:
-            fail(str(exc), 1)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
-        return None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def now_ms() -> int:

@@ -18,41 +18,16 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
-from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
-
-from ion.errors import InputError, IonError
 
 if TYPE_CHECKING:
     from ion.client.rollouts import EdgeView, ModelAction
 
 from .keys import resolve_signing_key, signing_option, unsigned_warning
-from .options import broker_options, resolve_broker
-
-F = TypeVar("F", bound=Callable[..., Any])
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def _reports_errors(func: F) -> F:
-    """One clear line and exit 2 (bad input: unknown ION, edge or version) or 1 (the broker
-    or anything else) instead of a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except InputError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except IonError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]
+from .options import CONTEXT, broker_options, reports_errors, resolve_broker
 
 
 def _decide(
@@ -120,7 +95,7 @@ def _decide(
 @click.argument("ion", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @broker_options
-@_reports_errors
+@reports_errors
 def models(ion: str | None, as_json: bool, **kwargs: Any) -> None:
     """Model versions per model edge (of ION, or of every ION): the latest published, which
     node runs, holds and waits on which version, decisions and canary verdicts."""
@@ -192,7 +167,7 @@ def _decision_command(action: str, summary: str) -> click.Command:
     @click.option("--json", "as_json", is_flag=True, help="Print what was published as JSON.")
     @signing_option
     @broker_options
-    @_reports_errors
+    @reports_errors
     def command(
         ion: str, edge: str, version: str, reason: str, as_json: bool, **kwargs: Any
     ) -> None:
@@ -235,7 +210,7 @@ promote = _decision_command(
 @click.option("--json", "as_json", is_flag=True, help="Print what was published as JSON.")
 @signing_option
 @broker_options
-@_reports_errors
+@reports_errors
 def rollback(
     ion: str, edge: str, version: str | None, reason: str, as_json: bool, **kwargs: Any
 ) -> None:

@@ -19,6 +19,7 @@ import functools
 import getpass
 import os
 import platform
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +28,7 @@ import click
 import yaml
 
 from ion.config.broker import DEFAULT_URL, BrokerConfig, broker_from_mapping, with_options
-from ion.errors import ConfigError
+from ion.errors import ConfigError, InputError, IonError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -150,3 +151,31 @@ def default_operator() -> str:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in {"1", "true", "yes", "on"}
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+"""Every ``ion`` command's click context settings."""
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def reports_errors(func: F) -> F:
+    """One clear line and an exit code instead of a traceback for every expected failure:
+    2 for bad input (``InputError``), 1 for anything else of ours, 130 on Ctrl-C."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except InputError as exc:
+            fail(str(exc), 2)
+        except IonError as exc:
+            fail(str(exc), 1)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        return None
+
+    return wrapper  # type: ignore[return-value]
