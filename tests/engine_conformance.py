@@ -48,7 +48,6 @@ class EngineCase(Protocol):
     """Environment for every job (for example where test components are installed)."""
     stop_grace_s: float
     """Enough for the engine to shut down cleanly on SIGTERM."""
-    reports_stats: bool
     # start_timeout_s: float, optional (see ``start_timeout``): not declared here, so cases
     # that do not need it stay valid implementations of the protocol.
 
@@ -78,9 +77,8 @@ class EngineCase(Protocol):
         """A pipeline naming a component that does not exist, and text the failure mentions."""
         ...
 
-    def ignoring_sigterm(self) -> Pipeline | None:
-        """A pipeline that ignores SIGTERM and then writes ``ignoring SIGTERM`` (None: the
-        engine cannot express one)."""
+    def ignoring_sigterm(self) -> Pipeline:
+        """A pipeline that ignores SIGTERM and then writes ``ignoring SIGTERM``."""
         ...
 
 
@@ -275,8 +273,6 @@ class EngineConformance:
         self, case: EngineCase, jobs: Jobs, caplog: pytest.LogCaptureFixture
     ) -> None:
         pipeline = case.ignoring_sigterm()
-        if pipeline is None:
-            pytest.skip(f"{case.name} cannot express a job that ignores SIGTERM")
         job = await jobs.start(pipeline)
         await wait_for_output(
             caplog, f"conformance/{pipeline.name}", "ignoring SIGTERM", jobs.start_timeout_s
@@ -315,8 +311,6 @@ class EngineConformance:
     async def test_stats_arrive_while_running(
         self, case: EngineCase, jobs: Jobs, caplog: pytest.LogCaptureFixture
     ) -> None:
-        if not case.reports_stats:
-            pytest.skip(f"{case.name} reports no statistics of its own")
         job = await jobs.start(case.long_running("stats"))
         await until(lambda: job.stats() is not None, jobs.start_timeout_s)
         stats = job.stats()

@@ -99,7 +99,6 @@ class SparkCase:
     env: Mapping[str, str] = field(default_factory=dict)
     name: str = "spark"
     stop_grace_s: float = 20.0
-    reports_stats: bool = True
 
     def engine(self) -> SparkEngine:
         return SparkEngine(poll_interval_s=0.25)
@@ -135,7 +134,7 @@ class SparkCase:
     def unknown_component(self) -> tuple[Pipeline, str]:
         return spark_pipe("unknown", BATCH, comp("x", "no_such_thing")), "'no_such_thing'"
 
-    def ignoring_sigterm(self) -> Pipeline | None:
+    def ignoring_sigterm(self) -> Pipeline:
         return spark_pipe("stubborn", STREAMING, comp("x", "ignores_term"))
 
 

@@ -382,7 +382,6 @@ TRAIN_ROWS = 10_000
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
-    pytest.importorskip("pyspark")
     from pyspark.sql import SparkSession
 
     with pytest.MonkeyPatch.context() as mp:

@@ -115,7 +115,6 @@ class PythonCase:
     env: Mapping[str, str] = field(default_factory=dict)
     name: str = "python"
     stop_grace_s: float = 5.0
-    reports_stats: bool = True
 
     def engine(self) -> PythonEngine:
         return PythonEngine()
@@ -149,7 +148,7 @@ class PythonCase:
     def unknown_component(self) -> tuple[Pipeline, str]:
         return pipe("unknown", BATCH, comp("x", "no_such_thing")), "'no_such_thing'"
 
-    def ignoring_sigterm(self) -> Pipeline | None:
+    def ignoring_sigterm(self) -> Pipeline:
         return pipe("stubborn", STREAMING, comp("x", "ignores_term"))
 
 

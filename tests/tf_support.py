@@ -75,7 +75,6 @@ class TensorFlowCase:
     env: Mapping[str, str] = field(default_factory=dict)
     name: str = "tensorflow"
     stop_grace_s: float = 5.0
-    reports_stats: bool = True
 
     def engine(self) -> TensorFlowEngine:
         return TensorFlowEngine()
@@ -114,7 +113,7 @@ class TensorFlowCase:
     def unknown_component(self) -> tuple[Pipeline, str]:
         return tf_pipe("unknown", BATCH, comp("x", "no_such_thing")), "'no_such_thing'"
 
-    def ignoring_sigterm(self) -> Pipeline | None:
+    def ignoring_sigterm(self) -> Pipeline:
         return tf_pipe("stubborn", STREAMING, comp("x", "ignores_term"))
 
 
