@@ -88,6 +88,9 @@ DEFAULT_RELAY_DOWN = (
     "ion/v1/nodes/+/acks",
     "ion/v1/ions/+/edges/+/model/manifest",
     "ion/v1/ions/+/edges/+/model/chunks/+",
+    # Operators' retained decisions on model versions (approve, reject, promote, rollback):
+    # nodes behind a gateway decide under them too.
+    "ion/v1/ions/+/edges/+/model/decisions/+",
 )
 
 

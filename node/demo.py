@@ -91,6 +91,10 @@ def _children_of(parent: int) -> list[int]:
 class DemoNode:
     node_id: str
     labels: Mapping[str, str]
+    layer: str = "edge"
+    parent: str = ""  # the gateway it sits behind
+    broker_url: str = ""  # "" = the fleet's broker
+    upstream_url: str = ""  # gateways only: the broker above
 
 
 class DemoFleet:
@@ -122,9 +126,14 @@ class DemoFleet:
         )
         try:
             for n in self.nodes:
+                node: dict[str, Any] = {"id": n.node_id, "labels": dict(n.labels)}
+                node["layer"] = n.layer
+                if n.parent:
+                    node["parent"] = n.parent
                 cfg = {
-                    "node": {"id": n.node_id, "labels": dict(n.labels)},
-                    "broker": {"url": self.broker_url},
+                    "node": node,
+                    "broker": {"url": n.broker_url or self.broker_url},
+                    **({"upstream": {"url": n.upstream_url}} if n.upstream_url else {}),
                     "data_dir": str(self.data_dir(n.node_id)),
                     "heartbeat_interval": "2s",
                     **self.extra,
@@ -172,6 +181,23 @@ class DemoFleet:
         return [n for n, p in self.procs.items() if p.poll() is None]
 
 
+_MODEL_STORY = {
+    "model.activated": "activated",
+    "model.accepted": "accepted",
+    "model.rolled_back": "rolled back",
+    "model.canary_started": "canary started with",
+    "model.canary_passed": "canary passed for",
+    "model.canary_failed": "canary failed for",
+    "model.promoted": "promoted",
+    "model.pending": "holds (pending approval)",
+    "model.refused_by_gate": "gate refused",
+    "model.rejected": "rejected",
+}
+_WITH_REASON = frozenset(
+    {"model.rolled_back", "model.canary_failed", "model.refused_by_gate", "model.rejected"}
+)
+
+
 @dataclass
 class FleetView:
     """What the fleet published, folded for display (fed from a paho callback thread)."""
@@ -183,6 +209,7 @@ class FleetView:
     scored: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     anomalies: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     _said: set[str] = field(default_factory=set)
+    _summarised: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def once(self, key: str, text: str) -> None:
@@ -210,12 +237,17 @@ class FleetView:
             self._status(body)
         elif isinstance(body, Event):
             self.events[body.type] += 1
-            if body.type in ("model.activated", "model.accepted", "model.rolled_back"):
+            if body.type in _MODEL_STORY:
                 version = body.attributes.get("version", "")
+                detail = f" ({body.message})" if body.type in _WITH_REASON and body.message else ""
                 self.once(
                     f"{body.type}/{node}/{version}",
-                    f"{node}: {body.type.removeprefix('model.')} model version {version}"
-                    + (f" ({body.message})" if body.type == "model.rolled_back" else ""),
+                    f"{node}: {_MODEL_STORY[body.type]} model version {version}{detail}",
+                )
+            elif body.type.startswith("alert.") or body.type == "trigger.fired":
+                self.once(
+                    f"{body.type}/{body.subject}/{self.events[body.type]}",
+                    f"{node}: {body.type.upper()}: {body.message or body.subject}",
                 )
             elif body.type == "health.drift":
                 key = f"drift/{node}/{body.attributes.get('model_id')}"
@@ -223,6 +255,14 @@ class FleetView:
             elif body.type == "health.drift_cleared":
                 self.once(f"cleared/{node}/{self.events[body.type]}", f"{node}: {body.message}")
         elif isinstance(body, StatsReport):
+            p = body.progress
+            if body.component == "engine" and p is not None and p.stages_total:
+                # A Spark job's progress as the agent samples it: one line per finished stage.
+                self.once(
+                    f"progress/{node}/{body.pipeline}/{p.jobs_total}/{p.stages_done}",
+                    f"{node}: {body.pipeline} on Spark: {p.jobs_done}/{p.jobs_total} jobs, "
+                    f"{p.stages_done}/{p.stages_total} stages, {p.tasks_done} tasks done",
+                )
             for m in body.scalars:
                 if m.name == "scored":
                     self.scored[node] += m.value
@@ -250,10 +290,14 @@ class FleetView:
             return sorted(n for n, s in self.statuses.items() if s.state is NodeState.ONLINE)
 
     def summary(self) -> Iterator[str]:
+        """A line per scoring node whose figures changed since the last summary."""
         with self._lock:
             for node in sorted(self.scored):
                 scored = self.scored[node]
                 rate = self.anomalies[node] / scored if scored else 0.0
                 drift = self.drift.get(node)
                 drift_text = f", drift (PSI) {drift:.3f}" if drift is not None else ""
-                yield f"{node}: {scored:,.0f} readings scored, anomaly rate {rate:.2%}{drift_text}"
+                line = f"{node}: {scored:,.0f} readings scored, anomaly rate {rate:.2%}{drift_text}"
+                if scored and self._summarised.get(node) != line:
+                    self._summarised[node] = line
+                    yield line

@@ -3,8 +3,10 @@
 What happens, printed as it happens:
 
 1. an embedded broker starts on 127.0.0.1;
-2. four node agents start as child processes: ``cloud-1`` (tier=cloud) and ``edge-1..3``
-   (tier=edge), each with its own data directory under the demo's work directory;
+2. a second broker for the gateway, and five node agents as child processes: ``cloud-1``
+   (tier=cloud) on the cloud broker, the gateway ``gw-1`` relaying between its local broker and
+   the cloud one, and ``edge-1..3`` (tier=edge) behind it, each with its own data directory
+   under the demo's work directory;
 3. training data is generated for the cloud node, and the ION is applied (signed with a
    throw-away operator key the nodes are told to trust);
 4. Spark trains KMeans on the cloud node and publishes the model; the edge nodes take it under
@@ -38,6 +40,7 @@ from node.demo import (
 
 DEFAULT_ION = REPO_ROOT / "examples" / "kmeans" / "ion.yaml"
 EDGES = 3
+GATEWAY = "gw-1"
 
 
 @contextlib.contextmanager
@@ -176,10 +179,26 @@ def _run(
         root.mkdir(parents=True, exist_ok=True)
         say(f"work directory {root} (node data, logs)")
         broker = stack.enter_context(start_broker(port=port, data_dir=root / "broker"))
-        say(f"broker ({broker.kind}) listening at {broker.url}")
+        say(f"cloud broker ({broker.kind}) listening at {broker.url}")
+        # The gateway's own local broker: the edge nodes and the devices sit behind it, and
+        # the gateway relays between it and the cloud broker through its durable outbox.
+        local = stack.enter_context(start_broker(data_dir=root / "gateway-broker"))
+        say(f"gateway broker ({local.kind}) listening at {local.url}")
         key = SigningKey.generate()
-        nodes = [DemoNode("cloud-1", {"tier": "cloud"})] + [
-            DemoNode(f"edge-{i}", {"tier": "edge"}) for i in range(1, EDGES + 1)
+        nodes = [
+            DemoNode("cloud-1", {"tier": "cloud"}, layer="cloud"),
+            DemoNode(
+                GATEWAY,
+                {"tier": "gateway"},
+                layer="gateway",
+                broker_url=local.url,
+                upstream_url=broker.url,
+            ),
+        ] + [
+            DemoNode(
+                f"edge-{i}", {"tier": "edge"}, layer="edge", parent=GATEWAY, broker_url=local.url
+            )
+            for i in range(1, EDGES + 1)
         ]
         # One throw-away key signs the ION (operator) and the cloud node's models (producer);
         # every node trusts it for both.
@@ -199,7 +218,10 @@ def _run(
         train_dir = fleet.data_dir("cloud-1") / "work" / definition.name / "training" / "data"
         say("generating training data (20,000 sensor readings with 1 % anomalies)")
         _generate(train_dir, 20_000)
-        say(f"starting {len(nodes)} node agents: {', '.join(n.node_id for n in nodes)}")
+        say(
+            f"starting {len(nodes)} node agents: cloud-1 on the cloud broker, {GATEWAY} "
+            f"relaying, {', '.join(n.node_id for n in nodes[2:])} behind {GATEWAY}"
+        )
         stack.enter_context(fleet)
         deadline = time.monotonic() + 60
         while len(view.online()) < len(nodes) and time.monotonic() < deadline:
@@ -227,8 +249,11 @@ def _run(
                     "cloud-1 (the first run takes a minute)"
                 )
         drift_file = root / "drift"
-        stack.enter_context(_devices(broker.url, drift_file, root / "logs" / "devices.log"))
-        say("6 simulated devices publish sensor readings on sensors/<device>/readings")
+        stack.enter_context(_devices(local.url, drift_file, root / "logs" / "devices.log"))
+        say(
+            f"6 simulated devices publish sensor readings on sensors/<device>/readings to the "
+            f"{GATEWAY} broker"
+        )
         scoring_since: float | None = None
         drifting = False
         last_summary = time.monotonic()

@@ -231,6 +231,15 @@ async def run_example(
             assert model.baseline
             name, low = metric
             assert model.metrics.get(name, -1.0) > low, model.metrics
+            # The agent published the training job's engine statistics while it ran (Spark's
+            # jobs and stages, TensorFlow's steps, and every engine's CPU time).
+            watch.poll()
+            engine = [s for s in watch.stats if s.component == "engine"]
+            assert engine, "no engine statistics from the training job"
+            assert any(m.name == "process.cpu_seconds" for s in engine for m in s.scalars)
+            if model_format.startswith("kmeans"):
+                done = [s.progress for s in engine if s.progress and s.progress.stages_done]
+                assert done, [s.progress for s in engine]
             with devices(url, drift_file):
                 # The running pipeline loads it (hot swap) and says so.
                 await async_wait_until(lambda: "model.accepted" in watch.event_types(), 60)

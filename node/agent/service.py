@@ -81,6 +81,7 @@ from node.runner.spec import EdgePort
 from .drift import NodeDrift
 from .edgeports import IonEdges, resolve_edges
 from .envelopes import Sequencer, sequenced, traffic_class_of
+from .jobstats import JobStatsLoop
 from .models import ModelExchange
 from .pipelines import PipelineSupervisor
 from .port import LocalPort
@@ -275,6 +276,7 @@ class Agent:
                 ("ticker", self._tick()),
                 ("models", self._models.run()),
                 ("acker", self._acknowledge_progress()),
+                ("job stats", self._job_stats_loop().run()),
             ):
                 self._tasks.append(self._tg.create_task(coro, name=f"{self.node_id}: {name}"))
         except BaseException:
@@ -494,6 +496,11 @@ class Agent:
             else:
                 fut.set_result(None)
         self._sender.wake()
+
+    def _job_stats_loop(self) -> JobStatsLoop:
+        return JobStatsLoop(
+            node_id=self.node_id, jobs=self._pipelines.running_jobs, publish=self.publish
+        )
 
     async def _heartbeat(self) -> None:
         interval = self.config.heartbeat_interval_ms / 1000
