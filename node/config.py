@@ -38,8 +38,8 @@ from typing import Any
 
 import yaml
 
-from ion.authoring.durations import parse_duration
 from ion.config.broker import BrokerConfig, broker_from_mapping
+from ion.config.fields import duration_ms, positive_int
 from ion.errors import ConfigError
 from ion.model.definition import NAME_PATTERN
 from ion.security.trust import TrustConfig, trust_from_mapping
@@ -191,11 +191,11 @@ def config_from_mapping(
         upstream=upstream,
         relay=relay,
         data_dir=data_dir,
-        heartbeat_interval_ms=_duration(data, "heartbeat_interval", 10_000, where),
-        publish_window=_positive(data, "publish_window", 1000, where),
-        drain_timeout_ms=_duration(data, "drain_timeout", 10_000, where),
+        heartbeat_interval_ms=duration_ms(data, "heartbeat_interval", 10_000, where),
+        publish_window=positive_int(data, "publish_window", 1000, where),
+        drain_timeout_ms=duration_ms(data, "drain_timeout", 10_000, where),
         outbox=OutboxConfig.from_mapping(_section(data, "outbox", where), where=f"{where}: outbox"),
-        dedup_window=_positive(data, "dedup_window", 100_000, where),
+        dedup_window=positive_int(data, "dedup_window", 100_000, where),
         models=ModelConfig.from_mapping(_section(data, "models", where), where=f"{where}: models"),
         ordering=SequenceConfig.from_mapping(
             _section(data, "ordering", where), where=f"{where}: ordering"
@@ -217,25 +217,6 @@ def _section(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]
     value = data.get(key) or {}
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}: '{key}' must be a mapping")
-    return value
-
-
-def _duration(data: Mapping[str, Any], key: str, default: int, where: str) -> int:
-    if key not in data:
-        return default
-    try:
-        ms = parse_duration(data[key])
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {key}: {exc}") from None
-    if ms <= 0:
-        raise ConfigError(f"{where}: {key} must be positive")
-    return ms
-
-
-def _positive(data: Mapping[str, Any], key: str, default: int, where: str) -> int:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{where}: {key} must be a positive integer")
     return value
 
 

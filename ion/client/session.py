@@ -13,6 +13,7 @@ earlier subscription has been delivered by the time the echo arrives.
 from __future__ import annotations
 
 import logging
+import queue
 import secrets
 import ssl
 import threading
@@ -53,6 +54,7 @@ class OperatorSession:
         self._probe_token = b""
         self._suback = threading.Event()
         self._sub_error: str | None = None
+        self._live: queue.Queue[RetainedMessage] | None = None  # see ``listen``
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
 
@@ -62,8 +64,12 @@ class OperatorSession:
             if msg.payload == self._probe_token:
                 self._probe_seen.set()
             return
+        received = RetainedMessage(msg.topic, bytes(msg.payload))
+        if self._live is not None:
+            self._live.put(received)
+            return
         with self._lock:
-            self._inbox.append(RetainedMessage(msg.topic, bytes(msg.payload)))
+            self._inbox.append(received)
 
     def _on_subscribe(
         self, _c: paho.Client, _u: object, _mid: int, codes: list[ReasonCode], _p: object
@@ -76,6 +82,7 @@ class OperatorSession:
     def read_retained(self, filters: Sequence[str], timeout: float = 10.0) -> list[RetainedMessage]:
         """Every retained message currently stored under ``filters``."""
         probe = topics.client_probe(self.client_id)
+        self._live = None  # what arrives now is the retained state asked for
         self._suback.clear()
         self._probe_seen.clear()
         self._sub_error = None
@@ -95,6 +102,23 @@ class OperatorSession:
         self._client.unsubscribe([*filters, probe])
         with self._lock:
             return list(self._inbox)
+
+    def listen(self, filters: Sequence[str], timeout: float = 10.0) -> queue.Queue[RetainedMessage]:
+        """Subscribe to ``filters`` (returns after the broker's SUBACK) and hand everything
+        that arrives from then on to the queue returned (e.g. the results of commands about
+        to be sent)."""
+        self._suback.clear()
+        self._sub_error = None
+        live: queue.Queue[RetainedMessage] = queue.Queue()
+        self._live = live
+        rc, _ = self._client.subscribe([(f, 1) for f in filters])
+        if rc != paho.MQTT_ERR_SUCCESS:
+            raise UnavailableError(f"subscribe failed: {paho.error_string(rc)}")
+        if not self._suback.wait(timeout):
+            raise UnavailableError(f"broker {self.broker.url} did not answer a subscribe")
+        if self._sub_error:
+            raise RefusedError(f"broker refused the subscription: {self._sub_error}")
+        return live
 
     def publish(
         self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 10.0

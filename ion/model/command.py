@@ -80,8 +80,11 @@ class Command:
     issued_by: str = ""
     issued_ms: int = 0
     expires_ms: int = 0  # 0: never
-    sequence: int = 0  # per issuer; replays (not greater than the last seen) are refused
-    signature: Signature | None = None  # over the encoding with `signature` cleared
+    sequence: int = 0  # kept for compatibility, not checked (replays: id + issued_ms)
+    # Over the encoding with `signature` cleared; nodes require an operator key's unless in
+    # development mode, and refuse ids already run and issue times out of bounds
+    # (node/agent/commands.py).
+    signature: Signature | None = None
     reason: str = ""
 
     def expired(self, now_ms: int) -> bool:

@@ -7,11 +7,19 @@ trust:
     - /etc/ion/trusted.pub
   development_mode: false      # [false] true: act on unsigned definitions and manifests too
   signing_key: /etc/ion/producer.key  # [none] this node's producer key: signs its manifests
+  command_max_age: 10m         # [10m] a command issued longer ago is refused as stale
+  clock_skew: 1m               # [1m] a command issued further in the future is refused
+  command_window: 10000        # [10000] command ids remembered (persisted) to refuse replays
 ```
 
 Secure by default: without a ``trust`` section a node trusts no key and refuses every
-unsigned definition and manifest.  Development mode accepts unsigned ones (with a warning)
-but still refuses a signature that does not verify or comes from a key not trusted.
+unsigned definition, manifest and command.  Development mode accepts unsigned ones (with a
+warning) but still refuses a signature that does not verify or comes from a key not trusted.
+
+Commands are not retained and carry their issue time, so a node bounds how long one stays
+valid (``command_max_age``) and remembers the ids it ran for that long: a replayed command is
+refused as a replay while remembered and as stale afterwards.  ``command_max_age`` is also how
+long a command may wait for a node that is offline; past it the operator sends it again.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ion.config.fields import duration_ms, positive_int
 from ion.errors import ConfigError, InputError
 
 from .keyring import Keyring, load_keyring
@@ -28,7 +37,17 @@ from .keys import SigningKey
 from .keystore import read_signing_key
 from .signing import Signable, Verdict, verify
 
-_KEYS = {"keys", "development_mode", "signing_key"}
+_KEYS = {
+    "keys",
+    "development_mode",
+    "signing_key",
+    "command_max_age",
+    "clock_skew",
+    "command_window",
+}
+DEFAULT_COMMAND_MAX_AGE_MS = 10 * 60_000
+DEFAULT_CLOCK_SKEW_MS = 60_000
+DEFAULT_COMMAND_WINDOW = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +55,9 @@ class TrustConfig:
     keyring: Keyring = field(default_factory=Keyring)
     development_mode: bool = False
     signing_key: SigningKey | None = None  # signs the model manifests this node produces
+    command_max_age_ms: int = DEFAULT_COMMAND_MAX_AGE_MS
+    clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS
+    command_window: int = DEFAULT_COMMAND_WINDOW
 
     def check(self, msg: Signable) -> Verdict:
         """Whether to act on ``msg`` (see ``ion.security.signing.verify``)."""
@@ -68,4 +90,7 @@ def trust_from_mapping(
         keyring=load_keyring(entries, base_dir=base_dir, where=f"{where}: keys"),
         development_mode=dev,
         signing_key=signing_key,
+        command_max_age_ms=duration_ms(data, "command_max_age", DEFAULT_COMMAND_MAX_AGE_MS, where),
+        clock_skew_ms=duration_ms(data, "clock_skew", DEFAULT_CLOCK_SKEW_MS, where),
+        command_window=positive_int(data, "command_window", DEFAULT_COMMAND_WINDOW, where),
     )
