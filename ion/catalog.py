@@ -467,6 +467,42 @@ _BUILTIN: tuple[ComponentSpec, ...] = (
         },
         description="Scores records with a TensorFlow Lite autoencoder (ai-edge-litert).",
     ),
+    # -- fresh training data (node.components.recording) ---------------------------------
+    ComponentSpec(
+        "data_sampler",
+        ("python",),
+        inputs={"data": D},
+        outputs={"data": D, "sample": D},
+        args={
+            "share": _arg("float", "fraction of the rows kept, in (0, 1]", 0.1),
+            "seed": _arg("int", "random seed (default: unseeded)"),
+            "columns": _arg("list", "features to keep, in this order (default: all)"),
+        },
+        description=(
+            "A tap: passes its input through on `data` and a random share of the rows on "
+            "`sample`, as data records (typically along a data edge to a `window_recorder` "
+            "that keeps the training set fresh)."
+        ),
+    ),
+    ComponentSpec(
+        "window_recorder",
+        ("python",),
+        inputs={"data": D},
+        outputs={"stats": S},
+        args={
+            "path": _arg("str", "CSV file inside the work dir holding the window", "window.csv"),
+            "rows": _arg("int", "newest rows kept", 5000),
+            "interval": _arg("str", "rewrite the file at most this often (a duration)", "10s"),
+            "max_age": _arg(
+                "str", "keep rows read within this of the newest (a duration; default: no limit)"
+            ),
+            "min_rows": _arg("int", "rows kept whatever their age", 0),
+        },
+        description=(
+            "Keeps the newest `rows` rows it receives in a CSV file (atomically rewritten; a "
+            "file already there starts the window): a training set that follows live data."
+        ),
+    ),
     # -- sinks ---------------------------------------------------------------------------
     ComponentSpec(
         "event_sink",

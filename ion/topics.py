@@ -225,11 +225,36 @@ def model_filter(ion: str, edge_name: str) -> str:
     return f"{_model_base(ion, edge_name)}/#"
 
 
+def pipeline_filter(ion: str, pipeline_name: str, channel: Channel) -> str:
+    """Telemetry of one pipeline on ``channel`` from every node that runs it."""
+    if channel not in _PIPELINE_CHANNELS:
+        raise TopicError(f"pipelines publish health, stats or events, not {channel.value}")
+    return (
+        f"{ROOT}/ions/{_name(ion, 'ION name')}/pipelines/{_name(pipeline_name, 'pipeline name')}"
+        f"/{channel.value}/+"
+    )
+
+
 def model_state_filters(ion: str | None = None) -> tuple[str, ...]:
     """The retained model state (manifests, decisions, canary verdicts) of every model edge
     of ``ion`` (of every ION when None); chunks and requests are left out."""
     base = f"{ROOT}/ions/{'+' if ion is None else _name(ion, 'ION name')}/edges/+/model"
     return (f"{base}/manifest", f"{base}/decisions/+", f"{base}/canary/+")
+
+
+def event_filters(ion: str | None = None, node: str | None = None) -> tuple[str, ...]:
+    """The subscriptions that carry events (node events, pipeline and edge events, canary
+    verdicts, monitor alerts), narrowed to one ION and/or one source node when given.  Alerts
+    are never narrowed here: their topic names the monitor, not what they are about."""
+    i = "+" if ion is None else _name(ion, "ION name")
+    n = "+" if node is None else _name(node, "node id")
+    filters = (
+        f"{ROOT}/ions/{i}/pipelines/+/events/{n}",
+        f"{ROOT}/ions/{i}/edges/+/events/{n}",
+        f"{ROOT}/ions/{i}/edges/+/model/canary/{n}",
+        f"{ROOT}/monitor/+/alerts",
+    )
+    return filters if ion is not None else (f"{ROOT}/nodes/{n}/events", *filters)
 
 
 # -- parsing ------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def test_reference_example_parses_without_problems() -> None:
     ion = parsed.definition
     assert ion is not None
     assert ion.name == "kmeans-anomaly"
-    assert [p.name for p in ion.pipelines] == ["training", "inference", "alerts"]
+    assert [p.name for p in ion.pipelines] == ["training", "inference", "recorder", "alerts"]
     training = ion.pipeline("training")
     assert training is not None
     assert training.mode is PipelineMode.BATCH

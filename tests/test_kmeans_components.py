@@ -133,6 +133,8 @@ def test_registry_and_ports() -> None:
         "model_publisher",
         "event_sink",
         "tflite_score",
+        "data_sampler",
+        "window_recorder",
     }
     assert ports_of(KMeansScore) == (("data", "model"), (), ("data", "stats", "health", "events"))
     assert ports_of(ModelPublisher) == (("model",), ("health",), ("model",))

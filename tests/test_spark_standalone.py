@@ -94,7 +94,8 @@ async def test_the_examples_training_pipeline_runs_on_a_standalone_cluster(
         "model_publisher",
     ]
     work = jobs.next_work_dir()
-    generate(work / "data", "train", TRAIN_ROWS, seed=7)
+    # The example trains on the recorder pipeline's window of recent readings (its seed here).
+    generate(work.parent / "recorder", "window", TRAIN_ROWS, seed=7)
     published = tmp_path / "published.jsonl"
     job = await jobs.start(pipeline, edges=edges, env={"ION_SDK_OUTPUT": str(published)})
     assert isinstance(job, SparkJob)

@@ -15,6 +15,7 @@ from .csv_source import CsvSource
 from .health import FeatureHistograms, HealthReporter
 from .kmeans import KMeansScore
 from .mqtt_source import MqttSource
+from .recording import DataSampler, WindowRecorder
 from .sinks import EventSink
 from .tflite_score import TfliteScore
 
@@ -27,4 +28,6 @@ PYTHON_BUILTINS: Mapping[str, ComponentFactory] = {
     "model_publisher": ModelPublisher,
     "event_sink": EventSink,
     "tflite_score": TfliteScore,
+    "data_sampler": DataSampler,
+    "window_recorder": WindowRecorder,
 }
