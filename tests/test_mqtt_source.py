@@ -273,3 +273,49 @@ def test_no_broker_yet_means_ticks_not_errors(tmp_path: Path, stop: StopSignal) 
     assert not src.subscribed.is_set()
     stop.set()
     assert list(it) == []
+
+
+@pytest.mark.integration
+def test_readings_through_a_tls_broker_that_requires_client_certificates(
+    broker_factory: Any,
+    tmp_path: Path,
+    stop: StopSignal,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the agent hands its jobs (node.agent.jobenv): the broker's CA and the node's client
+    certificate, so a source reaches a broker deployed by `ion deploy`."""
+    from security_support import issue, make_ca
+
+    from broker.settings import BrokerSettings
+    from broker.settings import TlsSettings as BrokerTls
+    from ion.config.broker import BrokerConfig, TlsSettings
+    from node.agent.jobenv import broker_env
+
+    ca = make_ca(tmp_path, "fleet-ca")
+    server = issue(tmp_path, "broker", ca, server=True)
+    client = issue(tmp_path, "edge-1", ca)
+    tls = BrokerTls(certfile=server[0], keyfile=server[1], cafile=ca[0], require_certificate=True)
+    broker = broker_factory(settings=BrokerSettings(tls=tls))
+    assert broker.tls_port is not None
+    node_broker = BrokerConfig(
+        host="127.0.0.1",
+        port=broker.tls_port,
+        tls=TlsSettings(ca_file=ca[0], cert_file=client[0], key_file=client[1]),
+    )
+    for name, value in broker_env(node_broker).items():
+        monkeypatch.setenv(name, value)
+    root = unique_name("tls")
+    src = source({"topic": f"{root}/+/readings", "max_wait": "200ms"}, make_ctx(tmp_path, stop))
+    it = iter(src.stream({}))
+    next(it)
+    assert src.subscribed.wait(10.0), "the source never subscribed over TLS"
+    pub = publisher(broker)  # the loopback admin listener
+    try:
+        pub.publish(f"{root}/dev-1/readings", json.dumps({"temperature": 1.0}), qos=1)
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+    batches = collect(it, 1)
+    assert sum(b.rows for b in batches) == 1
+    stop.set()
+    assert list(it) == []

@@ -29,15 +29,13 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, assert_never
+from typing import TYPE_CHECKING, Any, Self
 
 from ion import __version__, topics
 from ion.errors import InputError, UnavailableError
-from ion.model.command import PromoteModel
 from ion.model.definition import EdgeKind, IonDefinition, IonDeleted, Pipeline
 from ion.model.manifest import ModelChunk
 from ion.model.messages import (
-    ApproveModel,
     Command,
     CommandResult,
     DeliveryAck,
@@ -45,12 +43,7 @@ from ion.model.messages import (
     LinkStatus,
     NodeState,
     NodeStatus,
-    Ping,
-    RejectModel,
-    RestartPipeline,
     RetransmitRequest,
-    RollbackModel,
-    RunPipeline,
     Severity,
     new_envelope,
 )
@@ -78,17 +71,23 @@ from node.pipelines.lifecycle import StateReport
 from node.reconcile import DefinitionBook, NodePlan, PipelineKey, plan_node
 from node.runner.spec import EdgePort
 
+from .commands import CommandGate, refusal_event_text, run_here
 from .drift import NodeDrift
 from .edgeports import IonEdges, resolve_edges
 from .envelopes import Sequencer, sequenced, traffic_class_of
+from .held import HeldDefinitions
+from .jobenv import broker_env
 from .jobstats import JobStatsLoop
 from .models import ModelExchange
 from .pipelines import PipelineSupervisor
 from .port import LocalPort
 from .receiver import Arrival, Receiver
-from .relay import Relay
 from .sender import Sender
 from .status import ResourceSampler, build_status, pipeline_statuses, queue_statuses
+
+if TYPE_CHECKING:
+    from .relay import Relay
+from .trigger_watch import TriggerWatch
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +140,8 @@ def default_engines() -> Mapping[str, Engine]:
 
 
 class Agent:
+    command_gate: CommandGate | None = None  # opened with the first command (_on_command)
+
     def __init__(
         self,
         config: NodeConfig,
@@ -155,6 +156,7 @@ class Agent:
         self._engines = engines if engines is not None else default_engines()
         self._clock = clock
         self._book = DefinitionBook()
+        self._held = HeldDefinitions(config.data_dir / "definitions")
         self._plan: NodePlan | None = None
         self._subscribed: frozenset[str] = frozenset()
         self._pending_bodies: list[
@@ -174,6 +176,14 @@ class Agent:
         self._ion_edges: dict[str, IonEdges] = {}
         self._edge_readers: dict[tuple[str, str], tuple[str, ...]] = {}
         self.failed = asyncio.Event()  # set when the node cannot work (e.g. refused login)
+        self._triggers = TriggerWatch(
+            node_id=self.node_id,
+            data_dir=config.data_dir,
+            clock=clock,
+            publish=self.publish,
+            spawn=lambda coro, name: self._tg.create_task(coro, name=name),
+            start=lambda key: self._pipelines.trigger(key),  # noqa: PLW0108 - made on entry
+        )
         self.started_ms = 0
 
     # -- lifetime ----------------------------------------------------------------------------
@@ -254,6 +264,8 @@ class Agent:
                 on_job_end=lambda key: self._port.revoke(*key),
             )
             if cfg.relay is not None and cfg.upstream is not None:
+                from .relay import Relay  # gateways only: it loads the model cache
+
                 self._relay = Relay(
                     config=cfg,
                     relay=cfg.relay,
@@ -276,6 +288,7 @@ class Agent:
                 ("ticker", self._tick()),
                 ("models", self._models.run()),
                 ("acker", self._acknowledge_progress()),
+                ("triggers", self._triggers.run()),
                 ("job stats", self._job_stats_loop().run()),
             ):
                 self._tasks.append(self._tg.create_task(coro, name=f"{self.node_id}: {name}"))
@@ -283,6 +296,8 @@ class Agent:
             await stack.__aexit__(None, None, None)
             raise
         self._ready = True
+        # Before the first message is taken (no await in between): sets the version floor.
+        self._restore_definitions()
         log.info("node %s started (data in %s)", self.node_id, cfg.data_dir)
         return self
 
@@ -396,6 +411,11 @@ class Agent:
     @property
     def receiver(self) -> Receiver:
         return self._receiver
+
+    @property
+    def triggers(self) -> TriggerWatch:
+        """The trigger edges this node evaluates (``node.agent.trigger_watch``)."""
+        return self._triggers
 
     @property
     def sender(self) -> Sender:
@@ -608,6 +628,8 @@ class Agent:
         elif kind is TopicKind.NODE_RETRANSMIT:
             if isinstance(body, RetransmitRequest):
                 self._tg.create_task(self._retransmit(body), name="retransmit")
+        elif kind in (TopicKind.PIPELINE, TopicKind.NODE_STATUS):
+            self._triggers.on_arrival(arrival)  # what trigger edges evaluated here watch
         elif kind in (
             TopicKind.EDGE,
             TopicKind.MODEL_MANIFEST,
@@ -617,7 +639,8 @@ class Agent:
             TopicKind.MODEL_CANARY,
         ):
             if topic.channel is Channel.TRIGGER and self._plan is not None:
-                self._on_trigger(topic.ion, topic.edge)
+                if self._triggers.accept_trigger(arrival):
+                    self._on_trigger(topic.ion, topic.edge)
             elif kind is TopicKind.EDGE and not arrival.duplicate:
                 self._keep_for_pipelines(arrival)
             for match, queue in self._consumers:
@@ -641,7 +664,7 @@ class Agent:
 
     def _job_env(self, key: PipelineKey) -> dict[str, str]:
         env = {"ION_AGENT_TOKEN": self._port.issue_token(*key)}
-        env["ION_BROKER_URL"] = self.config.broker.url
+        env.update(broker_env(self.config.broker))
         return env
 
     def _job_edges(self, key: PipelineKey) -> tuple[EdgePort, ...]:
@@ -655,13 +678,29 @@ class Agent:
                 self._problem("ion.refused", f"ION {item.name!r}: {offer.reason}")
             return
         log.info("ION %s: %s", item.name, offer.reason)
+        self._held.save(item, node_id=self.node_id, now_ms=self._clock())
         self._replan()
+
+    def _restore_definitions(self) -> None:
+        """What this node held before a restart, checked again like anything from the
+        network: it sets the version floor and runs those pipelines even while offline."""
+        restored = 0
+        for item in self._held.load():
+            offer = self._book.offer(item, self.config.trust)
+            if offer.accepted:
+                restored += 1
+            else:
+                self._problem("ion.refused", f"held ION {item.name!r}: {offer.reason}")
+        if restored:
+            log.info("restored %d held ION definition(s) from disk", restored)
+            self._replan()
 
     def _wanted_subscriptions(self) -> frozenset[str]:
         from node.reconcile import base_subscriptions
 
         own = base_subscriptions(self.node_id) if self._plan is None else self._plan.subscriptions
-        return own | self._relay_filters | self._models.subscriptions()
+        triggers = self._triggers.subscriptions()
+        return own | self._relay_filters | self._models.subscriptions() | triggers
 
     @property
     def _relay_filters(self) -> frozenset[str]:
@@ -676,6 +715,7 @@ class Agent:
         previous = set(self._plan.pipelines) if self._plan is not None else set()
         self._plan = plan_node(active, self.config.identity)
         self._models.plan(active, self._plan.pipelines)  # model edges produced / consumed here
+        self._triggers.plan(active, self._plan.pipelines)  # trigger edges evaluated here
         self._ion_edges = {name: resolve_edges(d) for name, d in active.items()}
         # Per arriving edge message, the local pipelines whose component port reads that edge
         # (worked out here, not on every message).
@@ -722,27 +762,24 @@ class Agent:
                 log.info("trigger %s/%s started %s", ion, edge_name, target.pipeline)
 
     def _on_command(self, cmd: Command, issuer: str) -> None:
+        # Signature, lifetime and replay checks live in node/agent/commands.py; the gate (and
+        # its persisted window of command ids) is opened with the first command.
         now = self._clock()
-        ok, message = True, "ok"
-        if cmd.expired(now):
-            ok, message = False, "expired"
-        else:
-            match cmd.action:
-                case Ping():
-                    message = "pong"
-                case RestartPipeline(ref=ref):
-                    ok = self._pipelines.restart((ref.ion, ref.pipeline))
-                    message = "restarting" if ok else f"{ref.ion}/{ref.pipeline} is not here"
-                case RunPipeline(ref=ref):
-                    ok = self._pipelines.trigger((ref.ion, ref.pipeline))
-                    message = "started" if ok else f"{ref.ion}/{ref.pipeline} is not here"
-                case ApproveModel() | RejectModel() | PromoteModel() | RollbackModel():
-                    # The model exchange decides (events, perhaps a swap); answered when done.
-                    self._tg.create_task(self._model_command(cmd, issuer), name="model command")
-                    return
-                case _:
-                    assert_never(cmd.action)
-        self._command_result(cmd, issuer, ok, message)
+        if self.command_gate is None:
+            cfg = self.config
+            self.command_gate = CommandGate.open(cfg.data_dir, cfg.trust, now_ms=now)
+        admission = self.command_gate.admit(cmd, now)
+        if not admission.accepted:
+            log.warning("command refused: %s", refusal_event_text(cmd, issuer, admission))
+            self._problem("command.refused", refusal_event_text(cmd, issuer, admission))
+            self._command_result(cmd, issuer, False, f"refused: {admission.reason}")
+            return
+        done = run_here(cmd, self._pipelines)
+        if done is None:
+            # The model exchange decides (events, perhaps a swap); answered when done.
+            self._tg.create_task(self._model_command(cmd, issuer), name="model command")
+            return
+        self._command_result(cmd, issuer, *done)
 
     async def _model_command(self, cmd: Command, issuer: str) -> None:
         ok, message = await self._models.rollouts.on_command(cmd, issuer)

@@ -52,6 +52,23 @@ from .values import Batch
 log = logging.getLogger(__name__)
 
 BROKER_URL_ENV = "ION_BROKER_URL"
+# Set by the agent for its jobs (node.agent.jobenv): the broker's CA, this node's client
+# certificate and login, so a source reaches a broker deployed with TLS and ACLs.
+CA_FILE_ENV = "ION_BROKER_CA_FILE"
+CERT_FILE_ENV = "ION_BROKER_CERT_FILE"
+KEY_FILE_ENV = "ION_BROKER_KEY_FILE"
+USERNAME_ENV = "ION_BROKER_USERNAME"
+PASSWORD_ENV = "ION_BROKER_PASSWORD"  # noqa: S105 - a variable's name
+
+
+def tls_context() -> ssl.SSLContext:
+    """Verifies the broker against the agent's CA file (else the system store) and presents
+    the node's client certificate when it has one."""
+    ctx = ssl.create_default_context(cafile=os.environ.get(CA_FILE_ENV) or None)
+    cert = os.environ.get(CERT_FILE_ENV)
+    if cert:
+        ctx.load_cert_chain(cert, os.environ.get(KEY_FILE_ENV) or None)
+    return ctx
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 SOURCE_KEYS = ("device", "device_id", "id", "source")
 TIME_KEYS = ("ts", "timestamp", "time_ms")
@@ -321,10 +338,14 @@ class MqttSource(Component):
 
         client_id = f"ion-{self.ctx.node_id}-{self.ctx.pipeline}-{self.ctx.component}-{os.getpid()}"
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
-        if self.address.username is not None:
-            client.username_pw_set(self.address.username, self.address.password)
+        username, password = self.address.username, self.address.password
+        if username is None and os.environ.get(USERNAME_ENV):
+            # The agent's own login to its broker (see node.agent.jobenv).
+            username, password = os.environ[USERNAME_ENV], os.environ.get(PASSWORD_ENV)
+        if username is not None:
+            client.username_pw_set(username, password)
         if self.address.tls:
-            client.tls_set_context(ssl.create_default_context())
+            client.tls_set_context(tls_context())
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
