@@ -7,8 +7,12 @@ arguments; only when all of that passed does anything run.
 Streaming runs in one thread, by pulling: each component's ``stream`` gets iterators over its
 upstream outputs, and the runner pulls, in turn, from the components nobody consumes (sinks).
 An output consumed by several components is split by ``_Fanout``: each consumer has its own
-queue, filled when any consumer pulls a new item.  Queues stay short while consumers keep
-pace (the runner interleaves the sinks); a consumer that stops pulling lets its queue grow.
+queue, filled when any consumer pulls a new item.  Sinks do not keep the same pace: one that
+yields once per window (a health reporter) takes many items per pull, and every other
+consumer of the same source gets them all queued at once.  So after pulling a sink once, the
+runner keeps pulling it while anything upstream of it is queued (up to ``DRAIN_LIMIT`` pulls,
+so no sink starves the others): each sink works off what is already queued for it before new
+items are read from the sources, and queues stay as short as the slowest yield allows.
 Stopping closes the sources (no more items pulled from them); downstream sees its inputs end
 and drains what is in flight.
 """
@@ -16,6 +20,7 @@ and drains what is in flight.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -307,13 +312,14 @@ def run_streaming(plan: Plan, stop: StopSignal, io: EdgeIO | None = None) -> Non
     fanouts: dict[str, _Fanout] = {}
     feeds: dict[tuple[str, str], Any] = {}
     sinks: list[Iterator[Any]] = []
+    sink_names: dict[int, str] = {}
     opened: list[Iterator[Any]] = []
     try:
         for step in plan.steps:
             inputs = {
                 b.port: feeds[(b.from_component, b.from_port)]
                 if (b.from_component, b.from_port) in feeds
-                else fanouts[b.from_component].subscribe(b.from_port)
+                else fanouts[b.from_component].subscribe(b.from_port, step.name)
                 for b in step.component.inputs
             }
             inputs.update(_edge_inputs(plan, step, io, stop, streaming=True))
@@ -331,11 +337,18 @@ def run_streaming(plan: Plan, stop: StopSignal, io: EdgeIO | None = None) -> Non
                 fanouts[step.name] = _Fanout(step, it)
             else:
                 sinks.append(it)
+                sink_names[id(it)] = step.name
         log.info("streaming: %d component(s), %d sink(s)", len(plan.steps), len(sinks))
+        backlog = _backlogs(plan, fanouts, sink_names)
         while sinks:
             for it in list(sinks):
                 try:
                     next(it)
+                    queued = backlog[id(it)]
+                    for _ in range(DRAIN_LIMIT):
+                        if not queued():
+                            break
+                        next(it)
                 except StopIteration:
                     sinks.remove(it)
         log.info("streaming: all components finished")
@@ -347,6 +360,36 @@ def run_streaming(plan: Plan, stop: StopSignal, io: EdgeIO | None = None) -> Non
                     close()
                 except Exception:
                     log.exception("closing a component's stream failed")
+
+
+DRAIN_LIMIT = 10_000
+"""Pulls of one sink in a row while its upstream queues hold items."""
+
+
+def _backlogs(
+    plan: Plan, fanouts: Mapping[str, _Fanout], sink_names: Mapping[int, str]
+) -> dict[int, Callable[[], bool]]:
+    """Per sink (by iterator id): whether anything upstream of it is queued for it."""
+    upstream: dict[str, set[str]] = {}
+    for step in plan.steps:  # topological order: a step's inputs are done before it
+        names = {b.from_component for b in step.component.inputs}
+        upstream[step.name] = names.union(*(upstream.get(n, set()) for n in names))
+    out: dict[int, Callable[[], bool]] = {}
+    for key, name in sink_names.items():
+        # The queues feeding this sink's subgraph: what its own steps subscribed to.
+        steps = {name} | upstream.get(name, set())
+        queues = [
+            q
+            for f in fanouts.values()
+            for consumer, q in f.consumer_queues()
+            if consumer in steps
+        ]
+        out[key] = functools.partial(_any_queued, queues)
+    return out
+
+
+def _any_queued(queues: list[collections.deque[Any]]) -> bool:
+    return any(queues)
 
 
 def close_all(plan: Plan) -> None:
@@ -427,12 +470,17 @@ class _Fanout:
         self._source = source
         self._multi = len(step.output_ports) > 1
         self._queues: dict[str, list[collections.deque[Any]]] = {}
+        self._consumers: list[tuple[str, collections.deque[Any]]] = []
         self._ended = False
 
-    def subscribe(self, port: str) -> Iterator[Any]:
+    def subscribe(self, port: str, consumer: str = "") -> Iterator[Any]:
         queue: collections.deque[Any] = collections.deque()
         self._queues.setdefault(port, []).append(queue)
+        self._consumers.append((consumer, queue))
         return self._read(queue)
+
+    def consumer_queues(self) -> list[tuple[str, collections.deque[Any]]]:
+        return list(self._consumers)
 
     def _read(self, queue: collections.deque[Any]) -> Iterator[Any]:
         while True:
