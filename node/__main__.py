@@ -1,5 +1,7 @@
-"""``python -m node run --config FILE``: the node agent."""
+"""``python -m node run --config FILE``: the node agent (no click: see node.serve)."""
 
-from node.cli import main
+import sys
 
-main()
+from node.serve import main
+
+sys.exit(main())
