@@ -356,6 +356,20 @@ def _register_optional_commands() -> None:
     from ion.cli.models import register as register_model_commands
 
     register_model_commands(cli)  # models, approve, reject, promote, rollback
+    cli.add_command(__import__("broker.deploy.cli", fromlist=["deploy"]).deploy, name="deploy")
+    cli.add_command(__import__("broker.monitor.cli", fromlist=["monitor"]).monitor, name="monitor")
+    from broker.dashboard.cli import dashboard_command
+
+    cli.add_command(dashboard_command, name="dashboard")
+    from ion.cli.commands import register as register_node_commands
+
+    register_node_commands(cli)  # ping, restart, run (signed commands to nodes)
+    from ion.cli.fleet import register as register_fleet_commands
+
+    register_fleet_commands(cli)  # status, pipelines, events
+    from ion.cli.check import check
+
+    cli.add_command(check, name="check")
 
 
 _register_optional_commands()

@@ -1,0 +1,8 @@
+"""The monitoring subscriber: ``ion monitor`` folds everything under ``ion/v1/#`` into SQLite.
+
+- ``schema``: the store's tables (the contract with every reader; see docs/monitor.md);
+- ``core``, ``rows``, ``streams``, ``alerts``: the pure fold and alert rules (no I/O, no clock);
+- ``store``, ``retention``: SQLite through sqlite-utils, downsampling and dropping old rows;
+- ``service``: the asyncio shell (MQTT link, commits, ticks, alert publishing);
+- ``cli``: the ``ion monitor`` command.
+"""
