@@ -3,6 +3,13 @@
     python examples/kmeans/devices.py --broker mqtt://127.0.0.1:1883 --devices 3 --rate 10
     python examples/kmeans/devices.py --drift-file /tmp/drift   # echo 1 > /tmp/drift: wear
     kill -USR1 <pid>                                            # toggles drift on and off
+    python examples/kmeans/devices.py --broker mqtts://gw-north.lan:8883 --name dev-n1 \
+        --ca-file ca.crt --cert-file client.crt --key-file client.key  # one deployed device
+
+A device deployed by ``ion deploy`` (a ``devices:`` entry of the inventory) has its own
+certificate and may publish only on its own topic, so run one process per device there:
+``--name`` is its id, the certificate's common name.  Without ``--ca-file`` an ``mqtts://``
+broker is verified against the system's CA store.
 
 Each device runs in one operating mode at a time and changes mode now and then; its readings
 come from the same machine model as ``generate.py`` (so a model trained on generated data
@@ -100,9 +107,12 @@ class Fleet:
         anomaly_rate: float = 0.0,
         seed: int = 7,
         prefix: str = "dev",
+        names: Sequence[str] = (),
     ) -> None:
+        """``names``: the devices' names (then ``devices`` must be their number)."""
         self.rng = np.random.default_rng(seed)
-        self.names = [f"{prefix}-{i + 1}" for i in range(devices)]
+        self.names = list(names) or [f"{prefix}-{i + 1}" for i in range(devices)]
+        assert len(self.names) == devices
         self.features = gen.feature_names(features)
         self.anomaly_rate = anomaly_rate
         self.modes = self.rng.choice(len(gen.MODES), size=devices, p=gen.mode_weights(0.0))
@@ -141,7 +151,16 @@ def payloads(readings: Sequence[dict[str, Any]], root: str = "sensors") -> list[
     return [(topic_for(r["device"], root), json.dumps(r).encode()) for r in readings]
 
 
-def _connect(url: str, client_id: str) -> Any:
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """The broker's CA and this device's client certificate (all optional)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+def _connect(url: str, client_id: str, tls: Tls = Tls()) -> Any:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -149,9 +168,15 @@ def _connect(url: str, client_id: str) -> Any:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
     if parts.username:
         client.username_pw_set(parts.username, parts.password)
-    if parts.scheme in ("mqtts", "ssl"):
-        client.tls_set()
-    client.connect(parts.hostname or "127.0.0.1", parts.port or 1883, keepalive=30)
+    secure = parts.scheme in ("mqtts", "ssl")
+    if secure:
+        client.tls_set(
+            ca_certs=str(tls.ca_file) if tls.ca_file else None,
+            certfile=str(tls.cert_file) if tls.cert_file else None,
+            keyfile=str(tls.key_file) if tls.key_file else None,
+        )
+    port = parts.port or (8883 if secure else 1883)
+    client.connect(parts.hostname or "127.0.0.1", port, keepalive=30)
     client.loop_start()
     return client
 
@@ -169,8 +194,13 @@ def run(ns: argparse.Namespace) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, on_signal)
-    fleet = Fleet(ns.devices, features=ns.features, anomaly_rate=ns.anomaly_rate, seed=ns.seed)
-    client = _connect(ns.broker, f"ion-devices-{ns.seed}-{time.time_ns() % 10**9}")
+    names = [ns.name] if ns.name else []
+    fleet = Fleet(
+        ns.devices, features=ns.features, anomaly_rate=ns.anomaly_rate, seed=ns.seed, names=names
+    )
+    # A deployed device's client id is its name: one session per device, as the ACL expects.
+    client_id = ns.name or f"ion-devices-{ns.seed}-{time.time_ns() % 10**9}"
+    client = _connect(ns.broker, client_id, Tls(ns.ca_file, ns.cert_file, ns.key_file))
     pending: dict[str, list[dict[str, Any]]] = {name: [] for name in fleet.names}
     interval = 1.0 / ns.rate
     due = time.monotonic()
@@ -201,7 +231,7 @@ def run(ns: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Simulated machines publishing sensor readings.")
     parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
-    parser.add_argument("--devices", type=int, default=3, help="how many devices (3)")
+    parser.add_argument("--devices", type=int, default=None, help="how many devices (3)")
     parser.add_argument("--rate", type=float, default=10.0, help="readings/s per device (10)")
     parser.add_argument("--batch", type=int, default=1, help="readings per message (1)")
     parser.add_argument("--features", type=int, default=6, help="sensors per reading (6)")
@@ -213,9 +243,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--root", default="sensors", help="first topic level (sensors)")
     parser.add_argument("--qos", type=int, default=0, choices=(0, 1), help="MQTT QoS (0)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (7)")
+    parser.add_argument("--name", default="", help="one device of this name (dev-1, dev-2, ...)")
+    parser.add_argument("--ca-file", type=Path, default=None, help="the broker's CA (mqtts://)")
+    parser.add_argument("--cert-file", type=Path, default=None, help="the device's certificate")
+    parser.add_argument("--key-file", type=Path, default=None, help="the certificate's key")
     ns = parser.parse_args(argv)
+    if ns.devices is None:
+        ns.devices = 1 if ns.name else 3
     if ns.devices < 1 or ns.rate <= 0 or ns.batch < 1:
         parser.error("--devices and --batch must be >= 1 and --rate > 0")
+    if ns.name and ns.devices != 1:
+        parser.error("--name names one device: it cannot go with --devices above 1")
+    if (ns.ca_file or ns.cert_file) and urlsplit(ns.broker).scheme not in ("mqtts", "ssl"):
+        parser.error("--ca-file and --cert-file need an mqtts:// broker")
+    if bool(ns.cert_file) != bool(ns.key_file):
+        parser.error("--cert-file and --key-file go together")
     return run(ns)
 
 

@@ -31,6 +31,9 @@ _CLASS_OF_KIND: Mapping[TopicKind, TrafficClass] = {
     TopicKind.MODEL_MANIFEST: TrafficClass.MODEL,
     TopicKind.MODEL_CHUNKS: TrafficClass.MODEL,
     TopicKind.MODEL_REQUESTS: TrafficClass.MODEL,
+    # Retained rollout state (operators' decisions, canaries' verdicts): relayed like models.
+    TopicKind.MODEL_DECISION: TrafficClass.MODEL,
+    TopicKind.MODEL_CANARY: TrafficClass.MODEL,
     TopicKind.MONITOR_ALERTS: TrafficClass.EVENTS,
     TopicKind.DEVICE_DATA: TrafficClass.DATA,
     TopicKind.CLIENT_PROBE: TrafficClass.CONTROL,
