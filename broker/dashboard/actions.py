@@ -8,7 +8,6 @@ a short-lived paho client): the server runs ``decide`` in a worker thread.
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import TYPE_CHECKING
 from ion.errors import InputError
 
 if TYPE_CHECKING:
-    from ion.client.rollouts import ModelAction
     from ion.config.broker import BrokerConfig
     from ion.security.keys import SigningKey
 
@@ -79,21 +77,12 @@ def load_key(path: Path | None) -> SigningKey | None:
 def decide(broker: BrokerConfig, key: SigningKey | None, d: Decision) -> Outcome:
     """Publish ``d`` as the CLI would; raises ``InputError`` (unknown ION, edge or version),
     ``UnavailableError`` or ``RefusedError`` (the broker)."""
-    from ion.client.rollouts import check_version, find_edge, publish_decisions, rollback_plan
+    from ion.client.rollouts import find_edge, plan_decision, publish_decisions
     from ion.client.session import connect
-    from ion.model.command import ApproveModel, ModelRef, RejectModel
 
     with connect(broker, client_prefix="ion-dashboard") as session:
         view = find_edge(session, d.ion, d.edge)
-        notes: list[str] = []
-        actions: list[ModelAction]
-        if d.action == "rollback":
-            actions, notes = rollback_plan(view, d.version or None)
-        else:
-            check_version(view, d.version)
-            ref = functools.partial(ModelRef, d.ion, d.edge)
-            make = ApproveModel if d.action == "approve" else RejectModel
-            actions = [make(ref(d.version))]
+        actions, notes = plan_decision(view, d.action, d.version or None)
         reason = d.reason or ("rollback" if d.action == "rollback" else "")
         published = publish_decisions(
             session, view, actions, operator=d.operator, reason=reason, key=key

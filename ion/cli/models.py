@@ -16,7 +16,6 @@ node runs, holds and waits on which version).
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from ion.client.rollouts import EdgeView, ModelAction
+    from ion.client.rollouts import EdgeView
 
 from .keys import resolve_signing_key, signing_option, unsigned_warning
 from .options import CONTEXT, broker_options, reports_errors, resolve_broker
@@ -40,32 +39,14 @@ def _decide(
     as_json: bool,
     kwargs: dict[str, Any],
 ) -> None:
-    from ion.client.rollouts import (
-        check_version,
-        find_edge,
-        publish_decisions,
-        rollback_plan,
-    )
+    from ion.client.rollouts import find_edge, plan_decision, publish_decisions
     from ion.client.session import connect
-    from ion.model.command import ApproveModel, ModelRef, PromoteModel, RejectModel
 
     key = resolve_signing_key(kwargs)
     broker, operator = resolve_broker(kwargs)
     with connect(broker) as session:
         view = find_edge(session, ion, edge)
-        ref = functools.partial(ModelRef, ion, edge)
-        notes: list[str] = []
-        if action == "rollback":
-            actions, notes = rollback_plan(view, version)
-        else:
-            assert version is not None
-            check_version(view, version)
-            make: dict[str, type[ModelAction]] = {
-                "approve": ApproveModel,
-                "reject": RejectModel,
-                "promote": PromoteModel,
-            }
-            actions = [make[action](ref(version))]
+        actions, notes = plan_decision(view, action, version)
         if key is None:
             unsigned_warning()
         published = publish_decisions(

@@ -325,6 +325,29 @@ def current_version(view: EdgeView) -> str:
     return max(candidates, key=label_key) if candidates else ""
 
 
+DECISIONS: dict[str, type[ApproveModel | RejectModel | PromoteModel]] = {
+    "approve": ApproveModel,
+    "reject": RejectModel,
+    "promote": PromoteModel,
+}
+
+
+def plan_decision(
+    view: EdgeView, action: str, version: str | None
+) -> tuple[list[ModelAction], list[str]]:
+    """What ``action`` (approve, reject, promote or rollback) on ``version`` of ``view``'s edge
+    publishes, and notes for the operator: the one plan the CLI and the dashboard share."""
+    if action == "rollback":
+        return rollback_plan(view, version)
+    make = DECISIONS.get(action)
+    if make is None:
+        raise InputError(f"unknown decision {action!r}: approve, reject, promote or rollback")
+    if not version:
+        raise InputError(f"{action} needs a version")
+    check_version(view, version)
+    return [make(ModelRef(view.ion, view.edge, version))], []
+
+
 def rollback_plan(view: EdgeView, version: str | None) -> tuple[list[ModelAction], list[str]]:
     ref = functools.partial(ModelRef, view.ion, view.edge)
     if version is None:
