@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -162,15 +162,22 @@ class DemoFleet:
         self.stop()
 
     def stop(self, grace_s: float = 20.0) -> None:
-        """SIGTERM every agent (they drain and stop their pipelines), then SIGKILL leftovers."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for proc in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(max(0.1, deadline - time.monotonic()))
+        """SIGTERM the agents from the bottom up (edge nodes, then gateways, then the rest:
+        each drains through the layer above while it still runs), then SIGKILL leftovers."""
+        layers = {n.node_id: n.layer for n in self.nodes}
+        order = ("edge", "gateway")
+        for wave in (
+            *([p for n, p in self.procs.items() if layers.get(n) == layer] for layer in order),
+            [p for n, p in self.procs.items() if layers.get(n) not in order],
+        ):
+            for proc in wave:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            for proc in wave:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(max(0.1, deadline - time.monotonic()))
         for proc in self.procs.values():
             # The whole group: a pipeline's own children included.
             with contextlib.suppress(ProcessLookupError):
@@ -189,12 +196,18 @@ _MODEL_STORY = {
     "model.canary_passed": "canary passed for",
     "model.canary_failed": "canary failed for",
     "model.promoted": "promoted",
-    "model.pending": "holds (pending approval)",
+    "model.pending": "holds back",
     "model.refused_by_gate": "gate refused",
     "model.rejected": "rejected",
 }
 _WITH_REASON = frozenset(
-    {"model.rolled_back", "model.canary_failed", "model.refused_by_gate", "model.rejected"}
+    {
+        "model.rolled_back",
+        "model.canary_failed",
+        "model.refused_by_gate",
+        "model.rejected",
+        "model.pending",
+    }
 )
 
 
@@ -210,6 +223,10 @@ class FleetView:
     anomalies: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     _said: set[str] = field(default_factory=set)
     _summarised: dict[str, str] = field(default_factory=dict)
+    # The story's milestones: the first model, a trigger firing, who accepted which version.
+    first_version: str = ""
+    triggered: bool = False
+    accepted: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def once(self, key: str, text: str) -> None:
@@ -237,14 +254,25 @@ class FleetView:
             self._status(body)
         elif isinstance(body, Event):
             self.events[body.type] += 1
+            if body.type == "trigger.fired":
+                self.triggered = True
             if body.type in _MODEL_STORY:
                 version = body.attributes.get("version", "")
+                if body.type == "model.accepted" and version:
+                    self.first_version = self.first_version or version
+                    self.accepted[version].add(node)
                 detail = f" ({body.message})" if body.type in _WITH_REASON and body.message else ""
                 self.once(
                     f"{body.type}/{node}/{version}",
                     f"{node}: {_MODEL_STORY[body.type]} model version {version}{detail}",
                 )
-            elif body.type.startswith("alert.") or body.type == "trigger.fired":
+            elif body.type.startswith("alert."):
+                # The monitor's alerts: subject is "<rule>:<what it is about>".
+                self.once(
+                    f"{body.type}/{body.subject}/{self.events[body.type]}",
+                    f"{node}: {body.type.upper()} {body.subject}: {body.message}",
+                )
+            elif body.type == "trigger.fired":
                 self.once(
                     f"{body.type}/{body.subject}/{self.events[body.type]}",
                     f"{node}: {body.type.upper()}: {body.message or body.subject}",
@@ -284,6 +312,14 @@ class FleetView:
             if old.get((p.ion, p.pipeline)) is not p.state:
                 detail = f" ({p.message})" if p.message and p.message != p.state.value else ""
                 self.say(f"{node}: pipeline {p.pipeline} {p.state.value}{detail}")
+
+    def retrained_everywhere(self, nodes: Iterable[str]) -> bool:
+        """Whether a trigger fired and a model newer than the first one runs on ``nodes``."""
+        want = set(nodes)
+        with self._lock:
+            return self.triggered and any(
+                v != self.first_version and want <= got for v, got in self.accepted.items()
+            )
 
     def online(self) -> list[str]:
         with self._lock:

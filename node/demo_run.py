@@ -9,17 +9,23 @@ What happens, printed as it happens:
    under the demo's work directory;
 3. training data is generated for the cloud node, and the ION is applied (signed with a
    throw-away operator key the nodes are told to trust);
-4. Spark trains KMeans on the cloud node and publishes the model; the edge nodes take it under
-   the edge's policy and hot-swap it into their running inference pipelines, fed by simulated
-   devices over MQTT;
-5. after ``drift_after`` seconds of scoring the devices start to wear (drift): the edge nodes
-   notice on their own and raise drift events;
-6. on Ctrl-C (or after ``duration``) everything stops and no process is left behind.
+4. the monitor starts with its dashboard (its address and a token are printed);
+5. Spark trains KMeans on the cloud node (its progress is shown) and publishes the model; the
+   edge nodes take it under the edge's canary policy (edge-1 first, the others once its
+   health held) and hot-swap it into their running inference pipelines, fed by simulated
+   devices behind the gateway; a sample of the readings goes back to the cloud's recorder;
+6. after ``drift_after`` seconds of scoring the devices start to wear (drift): the edge nodes
+   notice on their own and raise drift events, the monitor raises drift alerts, and the
+   ION's retrain trigger starts training again on the recent readings; the new model rolls
+   out under the same policy and drift falls back;
+7. on Ctrl-C (or after ``duration``, or with ``until_retrained`` once the new model runs on
+   every edge node) everything stops and no process is left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -29,6 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ion.model.definition import IonDefinition
 from node.demo import (
     REPO_ROOT,
     DemoFleet,
@@ -76,7 +83,90 @@ def _devices(url: str, drift_file: Path, log: Path) -> Iterator[subprocess.Popen
             proc.wait()
 
 
-def _generate(out: Path, rows: int) -> None:
+def _relay_for(definition: IonDefinition) -> dict[str, list[str]]:
+    """The gateway's relay: the defaults, and the ION's data edges going up (here every data
+    edge runs from the edge nodes behind the gateway to the cloud; `ion deploy` works this
+    out from placements for real topologies)."""
+    from ion import topics
+    from ion.model.definition import EdgeKind
+    from node.config import DEFAULT_RELAY_DOWN, DEFAULT_RELAY_UP
+
+    data_up = [
+        topics.edge_filter(definition.name, e.name, topics.Channel.DATA)
+        for e in definition.edges
+        if e.kind is EdgeKind.DATA
+    ]
+    return {"up": [*DEFAULT_RELAY_UP, *data_up], "down": list(DEFAULT_RELAY_DOWN)}
+
+
+@contextlib.contextmanager
+def _monitor(
+    url: str, root: Path, port: int, token: str, key_file: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``ion monitor`` with its dashboard, as a child process; yields it and the address."""
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:  # taken: any free port will do
+            probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    log = (root / "logs" / "monitor.log").open("ab")
+    proc = subprocess.Popen(  # noqa: S603 - our own command
+        [
+            sys.executable,
+            "-m",
+            "ion.cli.main",
+            "monitor",
+            "--broker",
+            url,
+            "--db",
+            str(root / "monitor.db"),
+            "--http",
+            f"127.0.0.1:{port}",
+            "--token",
+            token,
+            "--key",
+            str(key_file),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+        start_new_session=True,
+    )
+    log.close()
+    try:
+        yield proc, f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()  # SIGTERM: commits what it has and closes the store
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _answers(address: str, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Whether the dashboard answers ``/healthz`` within ``timeout_s`` (not once ``proc``,
+    which serves it, has exited)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(address + "healthz", timeout=2) as r:  # noqa: S310
+                if r.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def _generate(out: Path, rows: int, *, name: str) -> None:
     subprocess.run(  # noqa: S603 - our own example program
         [
             sys.executable,
@@ -85,6 +175,8 @@ def _generate(out: Path, rows: int) -> None:
             str(out),
             "--rows",
             str(rows),
+            "--name",
+            name,
         ],
         check=True,
         capture_output=True,
@@ -124,6 +216,8 @@ def run_demo(
     work_dir: Path | None,
     say: Callable[[str], None],
     stop: threading.Event,
+    dashboard_port: int = 8321,
+    until_retrained: bool = False,
 ) -> int:
     """Run the demo until ``stop`` is set or ``duration`` passed; returns the exit status."""
     started = time.monotonic()
@@ -138,6 +232,8 @@ def run_demo(
             say=say,
             stop=stop,
             started=started,
+            dashboard_port=dashboard_port,
+            until_retrained=until_retrained,
         )
     finally:
         reap_orphans()
@@ -153,6 +249,8 @@ def _run(
     say: Callable[[str], None],
     stop: threading.Event,
     started: float,
+    dashboard_port: int,
+    until_retrained: bool,
 ) -> int:
     from broker.embedded import start_broker
     from ion.authoring import load_ion_file
@@ -200,6 +298,7 @@ def _run(
             )
             for i in range(1, EDGES + 1)
         ]
+        edge_ids = [n.node_id for n in nodes if n.layer == "edge"]
         # One throw-away key signs the ION (operator) and the cloud node's models (producer);
         # every node trusts it for both.
         key_file = root / "demo-signing.key"
@@ -211,13 +310,26 @@ def _run(
             root,
             nodes,
             extra_config={"trust": {"keys": [trusted]}},
-            per_node={"cloud-1": {"trust": {"keys": [trusted], "signing_key": str(key_file)}}},
+            per_node={
+                "cloud-1": {"trust": {"keys": [trusted], "signing_key": str(key_file)}},
+                GATEWAY: {"relay": _relay_for(definition)},
+            },
         )
         view = FleetView(say)
         stack.enter_context(_watch(broker.host, broker.port, view))
-        train_dir = fleet.data_dir("cloud-1") / "work" / definition.name / "training" / "data"
+        token = secrets.token_urlsafe(9)
+        monitor, address = stack.enter_context(
+            _monitor(broker.url, root, dashboard_port, token, key_file)
+        )
+        if _answers(address, monitor, 30):
+            say(f"dashboard at {address} (token {token} for approve/reject/rollback)")
+        else:
+            say(f"warning: the monitor's dashboard did not answer; see {root / 'logs'}")
+        # Training reads the recorder's window of recent readings; the generated set seeds it
+        # and the edge nodes' samples push it out (see examples/kmeans/ion.yaml).
+        window_dir = fleet.data_dir("cloud-1") / "work" / definition.name / "recorder"
         say("generating training data (20,000 sensor readings with 1 % anomalies)")
-        _generate(train_dir, 20_000)
+        _generate(window_dir, 20_000, name="window")
         say(
             f"starting {len(nodes)} node agents: cloud-1 on the cloud broker, {GATEWAY} "
             f"relaying, {', '.join(n.node_id for n in nodes[2:])} behind {GATEWAY}"
@@ -262,6 +374,8 @@ def _run(
             if not fleet.alive():
                 say("error: every node agent has exited; see the logs")
                 return 1
+            if monitor.poll() is not None:
+                view.once("monitor-exit", f"warning: the monitor exited; see {root / 'logs'}")
             if scoring_since is None and any(v > 0 for v in dict(view.scored).values()):
                 scoring_since = time.monotonic()
                 say(f"the edge is scoring; drift is injected in {drift_after:.0f} s")
@@ -273,6 +387,9 @@ def _run(
                 drift_file.write_text("1")
                 drifting = True
                 say("injecting drift: the devices' readings shift (wear)")
+            if until_retrained and view.retrained_everywhere(edge_ids):
+                say("the retrained model runs on every edge node: the loop is closed")
+                break
             if time.monotonic() - last_summary > 15:
                 last_summary = time.monotonic()
                 for line in view.summary():

@@ -1,11 +1,13 @@
 """``ion demo``: the whole system on one machine, on an embedded broker.
 
-It starts the embedded broker, four node agents (a cloud node and three edge nodes), generates
-training data, applies the KMeans example ION signed with a throw-away operator key, runs
-simulated devices, and prints what the fleet does: Spark training on the cloud node, the model
-rolled out to the edge under the edge's policy and hot-swapped into the running inference
-pipelines, anomaly rates, and drift the edge nodes detect on their own once the devices start
-to wear.  Ctrl-C (or ``--duration``) stops everything and leaves no process behind.  See
+It starts two embedded brokers (the cloud's and a gateway's), the monitor with its dashboard,
+a cloud node, a gateway relaying for three edge nodes behind it, generates training data,
+applies the KMeans example ION signed with a throw-away operator key, runs simulated devices,
+and prints what the fleet does: Spark training on the cloud node with its progress, the model
+rolled out to the edge under the edge's canary policy and hot-swapped into the running
+inference pipelines, anomaly rates, drift the edge nodes detect on their own once the devices
+start to wear, the monitor's alerts, the retrain trigger firing, and the retrained model
+rolling out.  Ctrl-C (or ``--duration``) stops everything and leaves no process behind.  See
 ``node.demo_run`` for the steps.
 """
 
@@ -61,8 +63,28 @@ def _step(text: str) -> None:
     default=None,
     help="Keep node data and logs here [default: a temporary directory, removed at the end].",
 )
+@click.option(
+    "--dashboard-port",
+    type=int,
+    default=8321,
+    show_default=True,
+    help="Port of the monitor's dashboard on 127.0.0.1 (a free one if taken).",
+)
+@click.option(
+    "--until-retrained",
+    is_flag=True,
+    help="Stop once a drift-triggered retrain has rolled out to every edge node (the whole "
+    "story once; for tests and recordings).",
+)
 def demo(
-    ion_file: Path, port: int, duration: float | None, drift_after: float, work_dir: Path | None
+    *,
+    ion_file: Path,
+    port: int,
+    duration: float | None,
+    drift_after: float,
+    work_dir: Path | None,
+    dashboard_port: int,
+    until_retrained: bool,
 ) -> None:
     """Run the end-to-end demo on an embedded broker (Ctrl-C stops it cleanly)."""
     from node.demo_run import run_demo
@@ -83,6 +105,8 @@ def demo(
             work_dir=work_dir,
             say=_step,
             stop=stop,
+            dashboard_port=dashboard_port,
+            until_retrained=until_retrained,
         )
     except IonError as exc:
         click.echo(f"error: {exc}", err=True)
