@@ -502,13 +502,17 @@ def machine_seconds() -> tuple[float, float]:
 
 def run_main(name: str, coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(coro)``, under cProfile when $ION_BENCH_PROFILE names a directory (the
-    stats go to ``<dir>/<name>.prof``; read them with ``python -m pstats``)."""
+    stats go to ``<dir>/<name>.prof``; read them with ``python -m pstats``; CPU time of the main
+    thread instead of wall time with $ION_BENCH_PROFILE_CLOCK=cpu)."""
     where = os.environ.get("ION_BENCH_PROFILE")
     if not where:
         return asyncio.run(coro)
     import cProfile
 
-    profiler = cProfile.Profile()
+    # $ION_BENCH_PROFILE_CLOCK=cpu: the main thread's CPU time instead of wall time, so that
+    # waiting for the CPU on a loaded machine is not charged to whatever ran before it.
+    cpu = os.environ.get("ION_BENCH_PROFILE_CLOCK") == "cpu"
+    profiler = cProfile.Profile(time.thread_time) if cpu else cProfile.Profile()
     try:
         return profiler.runcall(asyncio.run, coro)
     finally:

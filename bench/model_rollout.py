@@ -104,7 +104,8 @@ async def agent_run(
         f"({sent.get('chunks.bytes', 0) / MiB:.1f} MiB) for {m.chunk_count} in the model; "
         f"consumers (cumulative) accepted {counters.get('chunk.accepted', 0)}, duplicates "
         f"{counters.get('chunk.duplicate', 0)}, bad {counters.get('chunk.bad_hash', 0)}, "
-        f"requests {counters.get('requests', 0)}; peak RSS per consumer process "
+        f"requests {counters.get('requests', 0)}, staged before their manifest "
+        f"{counters.get('chunk.staged', 0)}; peak RSS per consumer process "
         + ", ".join(f"{a['rss_mib']:.0f}" for a in answers)
         + f" MiB; CPU {cpu.describe(deliveries)} (per chunk delivered)"
     )

@@ -32,8 +32,9 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ion import topics
 from ion.errors import InputError, UnavailableError
@@ -42,22 +43,22 @@ from ion.model.definition import EdgeKind, IonDefinition, ModelPolicy
 from ion.model.event import Event, Severity
 from ion.model.manifest import ChunkRequest, ModelChunk, ModelManifest
 from ion.model.status import ModelStatus
-from ion.security.signing import sign
 from ion.security.trust import TrustConfig
 from ion.topics import TopicKind
 from node.link.base import LinkState
-from node.models import policy
 from node.models.artifact import ModelArtifact
 from node.models.config import ModelConfig
 from node.models.errors import ChunkMismatchError, IntegrityError, ManifestError, ModelError
-from node.models.incoming import Incoming, Transfers
-from node.models.pack import pack
-from node.models.rollout import Rollout
-from node.models.rollout_driver import RolloutDriver
-from node.models.sending import ChunkSender, DirectLink
-from node.models.store import ModelStore, StoredVersion
-from node.models.transfer import build_manifest, check_manifest, digest_file
 from node.models.watch import ModelWatch
+
+if TYPE_CHECKING:
+    # The machinery (store, transfers, rollouts, chunk sending, packing) is imported and
+    # built when the node first has a model edge or held model state: an idle agent, and
+    # most nodes most of the time, never load it (tests/test_idle_footprint.py).
+    from node.models.incoming import Incoming, Transfers
+    from node.models.rollout_driver import RolloutDriver
+    from node.models.sending import ChunkSender, DirectLink
+    from node.models.store import ModelStore, StoredVersion
 
 from .receiver import Arrival
 
@@ -117,20 +118,9 @@ class ModelExchange:
     ) -> None:
         """``root``: this node's model directory (``<data_dir>/models``)."""
         self._host = host
-        self._cfg = cfg = config or ModelConfig()
+        self._cfg = config or ModelConfig()
         self._clock = clock
-        self.store = ModelStore(root / "store", cfg.unpack_limits)
-        # Update policies, operators' decisions and canaries (``node.models.rollout``).
-        self.rollouts = RolloutDriver(
-            Rollout(self.store, root / "rollout", host.node_id),
-            node_id=host.node_id,
-            emit=self._emit,
-            send=lambda topic, body, ion: self._later(self._quietly(topic, body, ion), topic),
-            notify=self._notify,
-            clock=clock,
-            trust=lambda: self.trust,
-        )
-        self.transfers = Transfers(root, cfg)
+        self._root = root
         self._outgoing = root / "outgoing"
         shutil.rmtree(self._outgoing, ignore_errors=True)  # packs of an earlier run
         self._consumed: dict[EdgeKey, ModelPolicy | None] = {}
@@ -140,12 +130,62 @@ class ModelExchange:
         # chunks, sent for other consumers, are not staged.
         self._unwanted: dict[str, None] = {}
         self._watches: dict[EdgeKey, ModelWatch] = {}
-        # Chunks go straight over the host's link when it has one (node.models.sending); a
-        # host without one (a test's fake) gets everything through ``publish``.
-        direct = self._direct_link if hasattr(type(host), "link") else None
-        self._sender = ChunkSender(self._publish, cfg, clock, link=direct, node_id=host.node_id)
+        # State held from an earlier run (versions, rollouts, partial transfers) needs the
+        # machinery at once, edges or not (e.g. to drop what an edge deleted meanwhile left).
+        if root.is_dir() and any(p.name != "outgoing" for p in root.iterdir()):
+            self._machinery()
         self._tg: asyncio.TaskGroup | None = None
         self.counters: Counter[str] = Counter()
+
+    # -- the machinery, built on first use ---------------------------------------------------
+
+    @property
+    def built(self) -> bool:
+        """Whether the store, transfers and rollouts have been loaded (they are on first use:
+        a model edge here, model traffic, or state held from an earlier run)."""
+        return "store" in self.__dict__
+
+    def _machinery(self) -> None:
+        _ = self.rollouts, self.transfers, self._sender
+
+    @cached_property
+    def store(self) -> ModelStore:
+        from node.models.store import ModelStore
+
+        return ModelStore(self._root / "store", self._cfg.unpack_limits)
+
+    @cached_property
+    def rollouts(self) -> RolloutDriver:
+        """Update policies, operators' decisions and canaries (``node.models.rollout``)."""
+        from node.models.rollout import Rollout
+        from node.models.rollout_driver import RolloutDriver
+
+        return RolloutDriver(
+            Rollout(self.store, self._root / "rollout", self._host.node_id),
+            node_id=self._host.node_id,
+            emit=self._emit,
+            send=lambda topic, body, ion: self._later(self._quietly(topic, body, ion), topic),
+            notify=self._notify,
+            clock=self._clock,
+            trust=lambda: self.trust,
+        )
+
+    @cached_property
+    def transfers(self) -> Transfers:
+        from node.models.incoming import Transfers
+
+        return Transfers(self._root, self._cfg)
+
+    @cached_property
+    def _sender(self) -> ChunkSender:
+        from node.models.sending import ChunkSender
+
+        # Chunks go straight over the host's link when it has one (node.models.sending); a
+        # host without one (a test's fake) gets everything through ``publish``.
+        direct = self._direct_link if hasattr(type(self._host), "link") else None
+        return ChunkSender(
+            self._publish, self._cfg, self._clock, link=direct, node_id=self._host.node_id
+        )
 
     # -- what this node produces and consumes ----------------------------------------------
 
@@ -169,6 +209,8 @@ class ModelExchange:
                     produced[key] = e.source.pipeline
                     policies[key] = e.policy
         self._consumed, self._produced, self._policies = consumed, produced, policies
+        if not policies and not self.built:
+            return  # nothing to plan for, nothing held
         self.rollouts.plan(definitions, consumed, frozenset(mine))
         for inc in self.transfers:  # an edge no longer consumed here (e.g. the ION deleted)
             m = inc.manifest
@@ -190,6 +232,8 @@ class ModelExchange:
     # -- watching ----------------------------------------------------------------------------
 
     def active(self, ion: str, edge: str) -> ModelArtifact | None:
+        if not self.built:
+            return None  # nothing held: built at start when a store exists (see __init__)
         stored = self.store.active(ion, edge)
         return stored.artifact() if stored else None
 
@@ -231,6 +275,10 @@ class ModelExchange:
     ) -> ModelManifest:
         """Publish ``artifact`` (from ``pipeline`` on this node) along the model edge; returns
         its manifest once manifest and chunks are durable in the outbox."""
+        from ion.security.signing import sign
+        from node.models.pack import pack
+        from node.models.transfer import build_manifest, check_manifest, digest_file
+
         key = (ion, edge)
         source = self._produced.get(key)
         if source is None:
@@ -329,6 +377,9 @@ class ModelExchange:
             await self._problem("model.invalid", str(exc))
 
     async def on_manifest(self, m: ModelManifest) -> None:
+        from node.models import policy
+        from node.models.transfer import check_manifest
+
         key = (m.ion, m.edge)
         if key not in self._consumed:
             self.counters["manifest.ignored"] += 1
@@ -405,8 +456,9 @@ class ModelExchange:
         try:
             stored = self.store.get(m.ion, m.edge, m.model_id)
             if stored is None:
-                built = await asyncio.to_thread(self.store.build, m, data, move=True)
-                stored = self.store.install(m, built)
+                # Both in a worker thread (the store locks its changes): their fsyncs would
+                # block the loop, and with it every node of a process that runs several.
+                stored = await asyncio.to_thread(self.store.add, m, data, move=True)
         except ModelError as exc:  # e.g. an unsafe archive: nothing of it is kept
             await self._problem("model.invalid", str(exc), m)
             return
@@ -438,6 +490,8 @@ class ModelExchange:
     async def tick(self, now: int) -> None:
         """Ask for missing chunks where a transfer stalled; forget old bookkeeping; see how
         canary trials stand."""
+        if not self.built:
+            return
         self._sender.forget(now)
         await self.rollouts.tick(now)
         if not self._sender.can_send():

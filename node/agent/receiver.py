@@ -20,6 +20,7 @@ from ion.errors import DecodeError
 from ion.model.messages import Envelope, EnvelopeBatch
 from ion.topics import Topic, TopicError
 from ion.wire.codec import decode
+from node.agent.envelopes import decode_chunk_envelope
 from node.inbox.dedup import DedupConfig, screen, trim_for
 from node.inbox.sequence import (
     Deliver,
@@ -97,7 +98,11 @@ class Receiver:
             self._malformed("empty", f"empty payload on {msg.topic}")
             return
         try:
-            env = decode(msg.payload)
+            env = None
+            if topic.kind is topics.TopicKind.MODEL_CHUNKS:
+                env = decode_chunk_envelope(msg.payload)  # without copying the chunk twice
+            if env is None:
+                env = decode(msg.payload)
         except DecodeError as exc:
             self._malformed("payload", f"{msg.topic}: {exc}")
             return

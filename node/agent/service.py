@@ -454,6 +454,11 @@ class Agent:
                 self._relay_local(msg)
             self._receiver.handle(msg)
             self._flush_pending()  # unsequenced arrivals have no remember step
+            if self._queued_bytes:
+                # Model chunks wait for the exchange: let it verify and write them now rather
+                # than after the link's whole backlog was read (the writeback then starts late
+                # and the chunks pile up in memory).
+                await asyncio.sleep(0)
             # Backpressure: a consumer that falls behind slows reading, which the link turns
             # into TCP backpressure instead of memory growth.
             # Counted in bytes too: 10,000 model chunks of 256 KiB would be 2.5 GB.

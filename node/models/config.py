@@ -28,13 +28,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ion.config.overlay import overlay
 from ion.errors import ConfigError
 
-from .pack import GiB, MiB, UnpackLimits
-from .transfer import DEFAULT_CHUNK_SIZE, TransferLimits
+if TYPE_CHECKING:
+    # Imported when the limits are first asked for: every agent loads this config, and an
+    # agent with no model edge never needs the transfer and archive code
+    # (tests/test_idle_footprint.py).
+    from .pack import UnpackLimits
+    from .transfer import TransferLimits
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+DEFAULT_CHUNK_SIZE = 256 * 1024  # node.models.transfer's default too
 
 _FLAGS = frozenset({"serve_held", "gateway_cache"})
 
@@ -75,10 +83,14 @@ class ModelConfig:
 
     @property
     def transfer_limits(self) -> TransferLimits:
+        from .transfer import TransferLimits
+
         return TransferLimits(self.max_model_bytes, self.max_chunk_bytes)
 
     @property
     def unpack_limits(self) -> UnpackLimits:
+        from .pack import UnpackLimits
+
         return UnpackLimits(
             max_entries=self.max_entries,
             max_file_bytes=self.max_file_bytes,

@@ -18,7 +18,10 @@ newest version not refused becomes active).
 Invariants: ``active`` is None or one of ``versions``; ``prune`` never removes the active
 version; ``history`` lists versions active before, most recent last, for rollback.
 
-Not thread-safe: one caller at a time (the exchange serialises its calls).
+Changes and opening shelves take a lock, so that one change may run in a worker thread (the
+exchange installs a received version there, off its event loop: the renames and fsyncs of
+``install`` take milliseconds, and a process running several nodes would otherwise serialise
+them) while the loop reads or changes the store.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ import os
 import re
 import secrets
 import shutil
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ion.errors import DecodeError
 from ion.model.definition import NAME_PATTERN
@@ -49,6 +54,22 @@ _NAME = re.compile(NAME_PATTERN)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _INDEX_FORMAT = 1
 _MAX_HISTORY = 32
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _locked(
+    method: Callable[Concatenate[ModelStore, _P], _R],
+) -> Callable[Concatenate[ModelStore, _P], _R]:
+    """Run ``method`` under the store's lock (see the module docstring)."""
+
+    def run(self: ModelStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    run.__name__, run.__doc__ = method.__name__, method.__doc__
+    return run
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +135,7 @@ class ModelStore:
         self.root = root
         self._limits = limits or UnpackLimits()
         self._shelves: dict[tuple[str, str], _Shelf] = {}
+        self._lock = threading.RLock()
         root.mkdir(parents=True, exist_ok=True)
 
     # -- reading ---------------------------------------------------------------------------
@@ -193,6 +215,7 @@ class ModelStore:
             raise
         return tmp
 
+    @_locked
     def install(self, manifest: ModelManifest, built: Path) -> StoredVersion:
         """Rename a ``build`` result into place and record it in the index."""
         shelf = self._shelf(manifest.ion, manifest.edge)
@@ -214,6 +237,7 @@ class ModelStore:
         )  # fmt: skip
         return stored
 
+    @_locked
     def activate(self, ion: str, edge: str, model_id: str) -> StoredVersion:
         shelf = self._shelf(ion, edge)
         stored = shelf.versions.get(model_id)
@@ -228,6 +252,7 @@ class ModelStore:
             shelf.save()
         return stored
 
+    @_locked
     def rollback(self, ion: str, edge: str) -> StoredVersion | None:
         """Make the most recent earlier active version (still held, not refused) active again;
         with none, nothing is active.  Returns the new active version."""
@@ -242,6 +267,7 @@ class ModelStore:
         shelf.save()
         return self.active(ion, edge)
 
+    @_locked
     def reject(self, ion: str, edge: str, model_id: str) -> bool:
         """Remember that a consumer refused ``model_id``; roll back if it is active.  True when
         the active version changed."""
@@ -254,6 +280,7 @@ class ModelStore:
             return True
         return False
 
+    @_locked
     def prune(self, ion: str, edge: str, keep: int) -> list[str]:
         """Remove all but the ``keep`` newest arrivals, never the active version."""
         shelf = self._shelf(ion, edge)
@@ -268,6 +295,7 @@ class ModelStore:
             _remove(shelf.root / "v" / model_id)
         return doomed
 
+    @_locked
     def next_version(self, ion: str, edge: str, now_ms: int) -> str:
         """The version label for a model this node publishes now (see ``policy``)."""
         shelf = self._shelf(ion, edge)
@@ -275,6 +303,7 @@ class ModelStore:
         shelf.save()
         return str(shelf.last_version)
 
+    @_locked
     def mark_published(self, ion: str, edge: str, model_id: str) -> None:
         shelf = self._shelf(ion, edge)
         if model_id not in shelf.published:
@@ -290,6 +319,7 @@ class ModelStore:
             raise ModelError(f"invalid ION or edge name {ion[:80]!r}/{edge[:80]!r}")
         return self.root / ion / edge
 
+    @_locked
     def _shelf(self, ion: str, edge: str) -> _Shelf:
         shelf = self._shelves.get((ion, edge))
         if shelf is None:
