@@ -95,6 +95,15 @@ def test_validate_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     assert "nope.yaml" in r.stderr
 
 
+def test_missing_tls_files_are_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "client.crt"
+    r = ion("list", "--broker", "mqtts://127.0.0.1:8883", "--cert-file", str(missing),
+            "--key-file", str(tmp_path / "client.key"))  # fmt: skip
+    assert r.returncode in (1, 2), r.stderr
+    assert "Traceback" not in r.stderr
+    assert "TLS files" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
 @pytest.mark.integration
 def test_apply_then_get_round_trips_exactly(broker_url: str, tmp_path: Path) -> None:
     f = renamed(tmp_path, "roundtrip")

@@ -27,7 +27,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from ion import topics
 from ion.config.broker import BrokerConfig
-from ion.errors import RefusedError, UnavailableError
+from ion.errors import ConfigError, RefusedError, UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +149,15 @@ def _make_client(broker: BrokerConfig, client_id: str) -> paho.Client:
         client.username_pw_set(broker.username, broker.password)
     if broker.tls is not None:
         tls = broker.tls
-        client.tls_set(
-            ca_certs=str(tls.ca_file) if tls.ca_file else None,
-            certfile=str(tls.cert_file) if tls.cert_file else None,
-            keyfile=str(tls.key_file) if tls.key_file else None,
-            cert_reqs=ssl.CERT_NONE if tls.insecure_skip_verify else ssl.CERT_REQUIRED,
-        )
+        try:
+            client.tls_set(
+                ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+                cert_reqs=ssl.CERT_NONE if tls.insecure_skip_verify else ssl.CERT_REQUIRED,
+            )
+        except (OSError, ssl.SSLError) as exc:  # a missing or unreadable CA, cert or key file
+            raise ConfigError(f"broker {broker.url}: TLS files: {exc}") from None
         if tls.insecure_skip_verify:
             client.tls_insecure_set(True)
     return client
