@@ -69,6 +69,8 @@ def tls_context() -> ssl.SSLContext:
     if cert:
         ctx.load_cert_chain(cert, os.environ.get(KEY_FILE_ENV) or None)
     return ctx
+
+
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 SOURCE_KEYS = ("device", "device_id", "id", "source")
 TIME_KEYS = ("ts", "timestamp", "time_ms")

@@ -379,10 +379,7 @@ def _backlogs(
         # The queues feeding this sink's subgraph: what its own steps subscribed to.
         steps = {name} | upstream.get(name, set())
         queues = [
-            q
-            for f in fanouts.values()
-            for consumer, q in f.consumer_queues()
-            if consumer in steps
+            q for f in fanouts.values() for consumer, q in f.consumer_queues() if consumer in steps
         ]
         out[key] = functools.partial(_any_queued, queues)
     return out
