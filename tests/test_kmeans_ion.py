@@ -9,81 +9,24 @@ injected into the devices' readings makes the edge node raise a ``health.drift``
 
 from __future__ import annotations
 
-import contextlib
-import queue
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from agent_support import apply, node_config
+from kmeans_support import Watcher, devices, kmeans_ion_yaml, seed_data
 from support import async_wait_until
 from support.brokers import mqtt_client
 
 from ion.authoring import parse_ion
-from ion.errors import DecodeError
-from ion.model.event import Event
-from ion.model.health import HealthReport, StatsReport
-from ion.model.messages import EnvelopeBatch
-from ion.wire.codec import decode
 from node.agent.service import Agent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.asyncio]
 
-ROOT = Path(__file__).resolve().parents[1]
 ION = "kmeans-e2e"
 
-ION_YAML = f"""
-apiVersion: ion/v1
-kind: ION
-metadata: {{name: {ION}}}
-pipelines:
-  - name: training
-    engine: spark
-    role: training
-    mode: batch
-    placement: {{labels: {{tier: cloud}}}}
-    engine_config: {{master: "local[1]", spark.driver.memory: 1g}}
-    components:
-      - {{name: read, type: csv_source, args: {{path: data/train.csv}}}}
-      - {{name: baseline, type: feature_histograms, inputs: {{data: read.data}},
-          args: {{bins: 10}}}}
-      - {{name: fit, type: kmeans_train, inputs: {{data: read.data}}, args: {{k: 4, seed: 7}}}}
-      - {{name: publish, type: model_publisher,
-          inputs: {{model: fit.model, health: baseline.health}}}}
-  - name: inference
-    engine: python
-    role: inference
-    mode: streaming
-    placement: {{labels: {{tier: edge}}}}
-    components:
-      - {{name: sensors, type: mqtt_source,
-          args: {{topic: sensors/+/readings, batch: 50, max_wait: 200ms}}}}
-      - {{name: model, type: model_subscriber}}
-      - {{name: score, type: kmeans_score, inputs: {{data: sensors.data, model: model.model}},
-          args: {{window: 2s}}}}
-      - {{name: health, type: health_reporter, inputs: {{health: score.health}},
-          args: {{interval: 2s}}}}
-  - name: alerts
-    engine: python
-    mode: streaming
-    placement: {{labels: {{tier: cloud}}}}
-    components:
-      - {{name: sink, type: event_sink, args: {{path: anomalies.jsonl}}}}
-edges:
-  - name: model
-    kind: model
-    from: training
-    to: [inference]
-    policy: {{type: auto}}
-    drift: {{metric: psi, threshold: 0.2, window: 20s, min_samples: 2000}}
-  - name: anomalies
-    kind: events
-    from: inference
-    to: alerts
-"""
+# A fixed training set (data/train.csv) and an alerts pipeline rather than the retrain loop.
+ION_YAML = kmeans_ion_yaml(ION, loop=False, drift_window="20s", min_samples=2000)
 
 TF_YAML = ION_YAML.replace(
     """    engine: spark
@@ -112,80 +55,6 @@ TF_YAML = ION_YAML.replace(
 ).replace("type: kmeans_score", "type: tflite_score")
 
 
-class Watcher:
-    """Everything published under the ION's namespace, decoded (batches unpacked)."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.stats: list[StatsReport] = []
-        self.health: list[HealthReport] = []
-        self.events: list[Event] = []
-
-    def poll(self) -> None:
-        while True:
-            try:
-                msg = self.client.messages.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                env = decode(msg.payload)
-            except DecodeError:
-                continue
-            bodies = (
-                [e.body for e in env.body.envelopes]
-                if isinstance(env.body, EnvelopeBatch)
-                else [env.body]
-            )
-            for body in bodies:
-                if isinstance(body, StatsReport):
-                    self.stats.append(body)
-                elif isinstance(body, HealthReport):
-                    self.health.append(body)
-                elif isinstance(body, Event):
-                    self.events.append(body)
-
-    def drift_reports(self) -> list[HealthReport]:
-        self.poll()
-        return [h for h in self.health if h.drift]
-
-    def event_types(self) -> set[str]:
-        self.poll()
-        return {e.type for e in self.events}
-
-    def scored(self) -> float:
-        self.poll()
-        return sum(m.value for s in self.stats for m in s.scalars if m.name == "scored")
-
-
-@contextlib.contextmanager
-def devices(url: str, drift_file: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "kmeans" / "devices.py"),
-            "--broker",
-            url,
-            "--devices",
-            "6",
-            "--rate",
-            "40",
-            "--drift-file",
-            str(drift_file),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def alerts(path: Path) -> list[str]:
     if not path.exists():
         return []
@@ -198,19 +67,7 @@ async def run_example(
     url = broker.url
     parsed = parse_ion(ion_yaml, "test.yaml")
     assert parsed.definition is not None, parsed.problems
-    train_dir = tmp_path / "cloud-1" / "work" / ION / "training" / "data"
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "kmeans" / "generate.py"),
-            "--out",
-            str(train_dir),
-            "--rows",
-            "6000",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    seed_data(tmp_path / "cloud-1" / "work" / ION / "training" / "data", 6000)
     drift_file = tmp_path / "drift"
     with mqtt_client(broker.host, broker.port) as client:
         client.subscribe(f"ion/v1/ions/{ION}/#")
@@ -234,13 +91,13 @@ async def run_example(
             # The agent published the training job's engine statistics while it ran (Spark's
             # jobs and stages, TensorFlow's steps, and every engine's CPU time).
             watch.poll()
-            engine = [s for s in watch.stats if s.component == "engine"]
+            engine = [s for _, _, s in watch.stats if s.component == "engine"]
             assert engine, "no engine statistics from the training job"
             assert any(m.name == "process.cpu_seconds" for s in engine for m in s.scalars)
             if model_format.startswith("kmeans"):
                 done = [s.progress for s in engine if s.progress and s.progress.stages_done]
                 assert done, [s.progress for s in engine]
-            with devices(url, drift_file):
+            with devices(url, drift_file, count=6):
                 # The running pipeline loads it (hot swap) and says so.
                 await async_wait_until(lambda: "model.accepted" in watch.event_types(), 60)
                 # Readings are scored and counted; health comes back with drift scores.
@@ -250,7 +107,10 @@ async def run_example(
                 calm = watch.drift_reports()
                 assert all(d.score < 0.2 for h in calm for d in h.drift if not d.feature)
                 anomaly_rate = [
-                    m.value for s in watch.stats for m in s.scalars if m.name == "anomaly_rate"
+                    m.value
+                    for _, _, s in watch.stats
+                    for m in s.scalars
+                    if m.name == "anomaly_rate"
                 ]
                 assert anomaly_rate
                 assert sum(anomaly_rate) / len(anomaly_rate) < 0.2

@@ -10,159 +10,25 @@ inference fed by simulated devices over MQTT, the recorder fed by the edges' sam
 from __future__ import annotations
 
 import contextlib
-import queue
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from agent_support import apply, node_config
+from kmeans_support import Watcher, devices, kmeans_ion_yaml, seed_data
 from support import async_wait_until
 from support.brokers import mqtt_client
 
 from ion.authoring import parse_ion
-from ion.errors import DecodeError
-from ion.model.event import Event, Trigger
-from ion.model.health import HealthReport
-from ion.model.messages import EnvelopeBatch
-from ion.wire.codec import decode
 from node.agent.service import Agent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.asyncio]
 
-ROOT = Path(__file__).resolve().parents[1]
 ION = "kmeans-loop"
 THRESHOLD = 0.2
 
-# examples/kmeans/ion.yaml made small and quick: Spark on one core, windows of seconds, every
-# reading sampled, a window of the last 15 s of readings (by their own time: on this shared
-# machine the edges fall behind their sensors, so arrival time would mislead), auto policy.
-ION_YAML = f"""
-apiVersion: ion/v1
-kind: ION
-metadata: {{name: {ION}}}
-pipelines:
-  - name: training
-    engine: spark
-    role: training
-    mode: batch
-    placement: {{nodes: [cloud-1]}}
-    engine_config: {{master: "local[1]", spark.driver.memory: 1g}}
-    components:
-      - {{name: read, type: csv_source, args: {{path: ../recorder/window.csv}}}}
-      - {{name: baseline, type: feature_histograms, inputs: {{data: read.data}},
-          args: {{bins: 10}}}}
-      - {{name: fit, type: kmeans_train, inputs: {{data: read.data}}, args: {{k: 4, seed: 7}}}}
-      - {{name: publish, type: model_publisher,
-          inputs: {{model: fit.model, health: baseline.health}}}}
-  - name: recorder
-    engine: python
-    mode: streaming
-    placement: {{nodes: [cloud-1]}}
-    components:
-      - {{name: record, type: window_recorder,
-          args: {{path: window.csv, rows: 3000, max_age: 15s, min_rows: 500, interval: 1s}}}}
-  - name: inference
-    engine: python
-    role: inference
-    mode: streaming
-    placement: {{labels: {{tier: edge}}}}
-    components:
-      - {{name: sensors, type: mqtt_source,
-          args: {{topic: sensors/+/readings, batch: 50, max_wait: 200ms}}}}
-      - {{name: model, type: model_subscriber}}
-      - {{name: sample, type: data_sampler, inputs: {{data: sensors.data}},
-          args: {{share: 1.0}}}}
-      - {{name: score, type: kmeans_score, inputs: {{data: sample.data, model: model.model}},
-          args: {{window: 2s}}}}
-      - {{name: health, type: health_reporter, inputs: {{health: score.health}},
-          args: {{interval: 2s}}}}
-edges:
-  - name: model
-    kind: model
-    from: training
-    to: [inference]
-    policy: {{type: auto}}
-    drift: {{metric: psi, threshold: {THRESHOLD}, window: 10s, min_samples: 1000}}
-  - name: fresh
-    kind: data
-    from: inference.sample.sample
-    to: recorder
-  - name: retrain
-    kind: trigger
-    from: inference
-    to: [training]
-    trigger: {{metric: drift, above: 0.25, min_nodes: 2, window: 30s, cooldown: 30m}}
-"""
-
-
-class Watcher:
-    """Health reports (per source node), trigger messages and events seen on the bus."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.health: list[tuple[str, HealthReport]] = []
-        self.triggers: list[tuple[str, Trigger]] = []
-        self.events: list[Event] = []
-
-    def poll(self) -> None:
-        while True:
-            try:
-                msg = self.client.messages.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                env = decode(msg.payload)
-            except DecodeError:
-                continue
-            envs = env.body.envelopes if isinstance(env.body, EnvelopeBatch) else (env,)
-            for e in envs:
-                if isinstance(e.body, HealthReport) and e.body.drift:
-                    self.health.append((e.source_node, e.body))
-                elif isinstance(e.body, Trigger):
-                    self.triggers.append((e.source_node, e.body))
-                elif isinstance(e.body, Event):
-                    self.events.append(e.body)
-
-    def of_type(self, kind: str) -> list[Event]:
-        self.poll()
-        return [e for e in self.events if e.type == kind]
-
-    def scores(self, node: str, version: str) -> list[float]:
-        """Overall drift scores node reported against model ``version``, oldest first."""
-        self.poll()
-        return [
-            d.score
-            for n, h in self.health
-            if n == node and h.model_version == version
-            for d in h.drift
-            if not d.feature
-        ]
-
-
-@contextlib.contextmanager
-def devices(url: str, drift_file: Path) -> Iterator[None]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "kmeans" / "devices.py"),
-            *("--broker", url, "--devices", "6", "--rate", "40", "--batch", "4"),
-            *("--drift-file", str(drift_file)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+# The loop with the auto policy: each new model goes straight to both edges.
+ION_YAML = kmeans_ion_yaml(ION, threshold=THRESHOLD)
 
 
 def settled(w: Watcher, version: str, count: int) -> bool:
@@ -181,16 +47,7 @@ async def test_drift_retrains_the_kmeans_model_and_the_new_model_clears_the_drif
     parsed = parse_ion(ION_YAML, "test.yaml")
     assert parsed.definition is not None, parsed.problems
     # The seed training set is the recorder's window; live rows push it out.
-    recorder = tmp_path / "cloud-1" / "work" / ION / "recorder"
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "kmeans" / "generate.py"),
-            *("--out", str(recorder), "--name", "window", "--rows", "1500"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    seed_data(tmp_path / "cloud-1" / "work" / ION / "recorder", 1500, "window")
     drift_file = tmp_path / "drift"
     with (
         mqtt_client(fresh_mosquitto.host, fresh_mosquitto.port) as client,
@@ -210,7 +67,7 @@ async def test_drift_retrains_the_kmeans_model_and_the_new_model_clears_the_drif
             for agent in (cloud, *edges):
                 await agent.link.wait_connected()
             await apply(url, parsed.definition)
-            stack.enter_context(devices(url, drift_file))
+            stack.enter_context(devices(url, drift_file, count=6, batch=4))
 
             def version_on_edges() -> str:
                 active = [a.models.active(ION, "model") for a in edges]

@@ -13,17 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kmeans_support import Watcher, devices, kmeans_ion_yaml, seed_data
 from support import async_wait_until
 from test_deploy_support import Client, brokers, deploy_local, free_ports, refused_publishes
 from test_deploy_support import three_tier_yaml as base_inventory
-from test_kmeans_retrain import Watcher
 from test_three_tier import agent_config, apply_as
 
 from ion import topics
@@ -35,7 +32,6 @@ from node.agent.service import Agent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.asyncio]
 
-ROOT = Path(__file__).resolve().parents[1]
 ION = "kmeans-3t"
 THRESHOLD = 0.2
 EDGES = ("edge-a1", "edge-b1")
@@ -43,76 +39,21 @@ EDGES = ("edge-a1", "edge-b1")
 # drifted when nothing changed (each device stays in one operating mode for a while).
 DEVICES = {f"dev-{gw}{i}": f"gw-{gw}" for gw in "ab" for i in (1, 2, 3)}
 
-# examples/kmeans/ion.yaml made small and quick (as in test_kmeans_retrain): Spark on one
-# core, windows of seconds, every reading sampled; the canary holds for seconds only.
-ION_YAML = f"""
-apiVersion: ion/v1
-kind: ION
-metadata: {{name: {ION}}}
-pipelines:
-  - name: training
-    engine: spark
-    role: training
-    mode: batch
-    placement: {{nodes: [cloud-1]}}
-    engine_config: {{master: "local[1]", spark.driver.memory: 1g}}
-    components:
-      - {{name: read, type: csv_source, args: {{path: ../recorder/window.csv}}}}
-      - {{name: baseline, type: feature_histograms, inputs: {{data: read.data}},
-          args: {{bins: 10}}}}
-      - {{name: fit, type: kmeans_train, inputs: {{data: read.data}}, args: {{k: 4, seed: 7}}}}
-      - {{name: publish, type: model_publisher,
-          inputs: {{model: fit.model, health: baseline.health}}}}
-  - name: recorder
-    engine: python
-    mode: streaming
-    placement: {{nodes: [cloud-1]}}
-    components:
-      - {{name: record, type: window_recorder,
-          args: {{path: window.csv, rows: 3000, max_age: 15s, min_rows: 500, interval: 1s}}}}
-  - name: inference
-    engine: python
-    role: inference
-    mode: streaming
-    placement: {{labels: {{tier: edge}}}}
-    components:
-      - {{name: sensors, type: mqtt_source,
-          args: {{topic: sensors/+/readings, batch: 50, max_wait: 200ms}}}}
-      - {{name: model, type: model_subscriber}}
-      - {{name: sample, type: data_sampler, inputs: {{data: sensors.data}},
-          args: {{share: 1.0}}}}
-      - {{name: score, type: kmeans_score, inputs: {{data: sample.data, model: model.model}},
-          args: {{window: 2s}}}}
-      - {{name: health, type: health_reporter, inputs: {{health: score.health}},
-          args: {{interval: 2s}}}}
-edges:
-  - name: model
-    kind: model
-    from: training
-    to: [inference]
-    policy:
-      type: canary
-      canary: {{nodes: [edge-a1], hold: 3s, max_drift: 0.5}}
-    drift: {{metric: psi, threshold: {THRESHOLD}, window: 10s, min_samples: 1000}}
-  - name: fresh
-    kind: data
-    from: inference.sample.sample
-    to: recorder
-  - name: retrain
-    kind: trigger
-    from: inference
-    to: [training]
-    trigger: {{metric: drift, above: 0.25, min_nodes: 2, window: 30s, cooldown: 30m}}
-"""
+# The self-retraining loop (as in test_kmeans_retrain); the canary holds for seconds only.
+ION_YAML = kmeans_ion_yaml(
+    ION,
+    policy="{type: canary, canary: {nodes: [edge-a1], hold: 3s, max_drift: 0.5}}",
+    threshold=THRESHOLD,
+)
 
 
 def three_tier_with_devices(ports: list[int]) -> Inventory:
-    devices = [f"  - {{id: {d}, broker: {gw}}}" for d, gw in DEVICES.items()]
-    return load_inventory(base_inventory(ports) + "devices:\n" + "\n".join(devices) + "\n")
+    rows = [f"  - {{id: {d}, broker: {gw}}}" for d, gw in DEVICES.items()]
+    return load_inventory(base_inventory(ports) + "devices:\n" + "\n".join(rows) + "\n")
 
 
 class Feed:
-    """A monitor's view of the cloud broker, shaped for test_kmeans_retrain's ``Watcher``."""
+    """A monitor's view of the cloud broker, shaped for kmeans_support's ``Watcher``."""
 
     def __init__(self, out: Path, port: int) -> None:
         self.messages: queue.Queue[Any] = queue.Queue()
@@ -124,35 +65,6 @@ class Feed:
     def _got(self, msg: Any) -> None:
         self.seen.add(msg.topic)
         self.messages.put(msg)
-
-
-@contextlib.contextmanager
-def device(out: Path, name: str, port: int, drift_file: Path, seed: int) -> Iterator[None]:
-    where = out / "devices" / name
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "kmeans" / "devices.py"),
-            *("--broker", f"mqtts://127.0.0.1:{port}", "--name", name, "--seed", str(seed)),
-            *("--rate", "40", "--batch", "4", "--drift-file", str(drift_file)),
-            *("--ca-file", str(where / "ca.crt"), "--cert-file", str(where / "client.crt")),
-            *("--key-file", str(where / "client.key")),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        yield
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
 
 
 async def test_kmeans_runs_across_three_tiers_with_tls_and_acls(tmp_path: Path) -> None:
@@ -173,16 +85,7 @@ async def test_kmeans_runs_across_three_tiers_with_tls_and_acls(tmp_path: Path) 
     assert plan.relays["gw-b"].extra_down == (verdict,)
     for conf in (out / "brokers").glob("*/mosquitto.conf"):  # log every publish, to check
         conf.write_text(conf.read_text().replace("log_type error", "log_type all"))
-    recorder = out / "nodes" / "cloud-1" / "data" / "work" / ION / "recorder"
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "kmeans" / "generate.py"),
-            *("--out", str(recorder), "--name", "window", "--rows", "1500"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    seed_data(out / "nodes" / "cloud-1" / "data" / "work" / ION / "recorder", 1500, "window")
     drift_file = tmp_path / "drift"
     port_of = {b.id: b.port for b in inv.brokers}
     with brokers(out, inv), contextlib.ExitStack() as stack:
@@ -200,7 +103,17 @@ async def test_kmeans_runs_across_three_tiers_with_tls_and_acls(tmp_path: Path) 
                 apply_as, out / "operators" / "alice" / "config.yaml", parsed.definition, key
             )
             for seed, (name, gw) in enumerate(DEVICES.items(), start=11):
-                stack.enter_context(device(out, name, port_of[gw], drift_file, seed))
+                stack.enter_context(
+                    devices(
+                        f"mqtts://127.0.0.1:{port_of[gw]}",
+                        drift_file,
+                        batch=4,
+                        name=name,
+                        seed=seed,
+                        tls_dir=out / "devices" / name,
+                        must_live=True,
+                    )
+                )
 
             def version_on_edges() -> str:
                 active = [a.models.active(ION, "model") for a in edges]

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import queue
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from agent_support import apply, node_config
+from kmeans_support import Watcher
 from support import async_wait_until
 from support.brokers import mqtt_client
 from support.pipelines import install_plugin
 
 from ion.authoring import parse_ion
-from ion.errors import DecodeError
 from ion.model.definition import (
     Component,
     Edge,
@@ -37,11 +36,8 @@ from ion.model.definition import (
     Placement,
     TriggerCondition,
 )
-from ion.model.event import Event, Trigger
-from ion.model.health import StatsReport
-from ion.model.messages import EnvelopeBatch
+from ion.model.event import Event
 from ion.model.status import PipelineState
-from ion.wire.codec import decode
 from node.agent.service import Agent, wall_ms
 from node.components.csv_source import read_csv
 
@@ -123,45 +119,16 @@ def trigger_ion(cooldown_ms: int) -> IonDefinition:
     )
 
 
-class Bus:
+class Bus(Watcher):
     """Trigger messages, node events and probe stats seen on the broker."""
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.triggers: list[tuple[str, Trigger]] = []
-        self.events: list[Event] = []
-        self.stats: dict[str, list[tuple[int, float]]] = {}
-
-    def poll(self) -> None:
-        while True:
-            try:
-                msg = self.client.messages.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                env = decode(msg.payload)
-            except DecodeError:
-                continue
-            envs = env.body.envelopes if isinstance(env.body, EnvelopeBatch) else (env,)
-            for e in envs:
-                if isinstance(e.body, Trigger):
-                    self.triggers.append((e.source_node, e.body))
-                elif isinstance(e.body, Event) and e.body.type == "trigger.fired":
-                    self.events.append(e.body)
-                elif isinstance(e.body, StatsReport):
-                    # The agent's own job statistics share the topic: not ours.
-                    for m in e.body.scalars:
-                        if m.name == "error_rate":
-                            item = (e.created_ms, m.value)
-                            self.stats.setdefault(e.source_node, []).append(item)
-
     def fired(self) -> list[Event]:
-        self.poll()
-        return self.events
+        return self.of_type("trigger.fired")
 
     def high_reports_since(self, node: str, since_ms: int) -> int:
         self.poll()
-        return sum(1 for at, v in self.stats.get(node, []) if at > since_ms and v > 0.5)
+        readings = self.metric_values(node, "error_rate")
+        return sum(1 for at, v in readings if at > since_ms and v > 0.5)
 
     def both_high_since(self, since_ms: int, count: int) -> bool:
         return all(self.high_reports_since(n, since_ms) >= count for n in ("edge-1", "edge-2"))
@@ -209,14 +176,14 @@ async def test_min_nodes_cooldown_and_restart(
                     lambda: "edge-1" in book.nodes_over(ION, "retrain", wall_ms()), 30
                 )
                 # ... also not after the cloud heard it many times.
-                t0 = max(at for at, _ in bus.stats.get("edge-1", [(0, 0.0)]))
+                t0 = max((at for at, _ in bus.metric_values("edge-1", "error_rate")), default=0)
                 await async_wait_until(lambda: bus.high_reports_since("edge-1", t0) >= 5, 30)
                 assert bus.fired() == []
                 # Two nodes: it fires once.
                 set_level(tmp_path, "edge-2", 0.8)
                 await async_wait_until(lambda: len(bus.fired()) == 1, 30)
                 await async_wait_until(lambda: runs(tmp_path) == 2, 30)
-                event = bus.events[0]
+                event = bus.fired()[0]
                 assert event.attributes["nodes"] == "edge-1,edge-2"
                 assert event.attributes["value.edge-1"] == "0.9"
                 assert event.attributes["value.edge-2"] == "0.8"
