@@ -110,7 +110,8 @@ def test_a_pipeline_does_not_outlive_a_killed_agent(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, str(agent)], cwd=Path(__file__).parents[1])
     try:
         deadline = time.monotonic() + 20
-        while not pidfile.exists() and time.monotonic() < deadline:
+        # write_text creates the file before it writes the pid: wait for the content.
+        while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
             time.sleep(0.05)
         child = int(pidfile.read_text())
         proc.kill()
