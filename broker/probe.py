@@ -26,8 +26,8 @@ def mqtt_probe(host: str, port: int, *, timeout: float = 2.0) -> int:
     client_id = f"ion-probe-{os.urandom(4).hex()}"
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.settimeout(timeout)
-        sock.sendall(_connect_packet(client_id))
-        reply = _recv_exactly(sock, 4)
+        sock.sendall(connect_packet(client_id))
+        reply = recv_exactly(sock, 4)
         if reply[0] != 0x20 or reply[1] != 0x02:
             raise ProbeError(f"not an MQTT CONNACK from {host}:{port}: {reply!r}")
         code = reply[3]
@@ -36,17 +36,29 @@ def mqtt_probe(host: str, port: int, *, timeout: float = 2.0) -> int:
         return code
 
 
-def _connect_packet(client_id: str) -> bytes:
-    cid = client_id.encode()
-    variable = (
-        b"\x00\x04MQTT"  # protocol name
-        + b"\x04"  # protocol level 4 = MQTT 3.1.1
-        + b"\x02"  # flags: clean session, no will, no credentials
-        + (10).to_bytes(2, "big")  # keep alive, seconds
-    )
-    payload = len(cid).to_bytes(2, "big") + cid
+def connect_packet(
+    client_id: str,
+    username: str | None = None,
+    password: str | None = None,
+    *,
+    keepalive_s: int = 10,
+) -> bytes:
+    """An MQTT 3.1.1 CONNECT: clean session, no will, the credentials when given."""
+    flags = 0x02  # clean session
+    payload = _string(client_id.encode())
+    if username is not None:
+        flags |= 0x80
+        payload += _string(username.encode())
+        if password is not None:
+            flags |= 0x40
+            payload += _string(password.encode())
+    variable = _string(b"MQTT") + bytes([4, flags]) + keepalive_s.to_bytes(2, "big")
     body = variable + payload
     return b"\x10" + _remaining_length(len(body)) + body
+
+
+def _string(data: bytes) -> bytes:
+    return len(data).to_bytes(2, "big") + data
 
 
 def _remaining_length(n: int) -> bytes:
@@ -58,7 +70,8 @@ def _remaining_length(n: int) -> bytes:
             return bytes(out)
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    """``n`` bytes, or ``ProbeError`` saying how many came before the connection closed."""
     buf = bytearray()
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker.probe import ProbeError, connect_packet, recv_exactly
 from ion.config.broker import BrokerConfig
 
 
@@ -117,8 +118,10 @@ def mqtt_connect(
     sock.settimeout(timeout)
     start = time.perf_counter()
     try:
-        sock.sendall(_connect_packet(client_id, broker.username, broker.password))
-        reply = _recv_exactly(sock, 4)
+        sock.sendall(connect_packet(client_id, broker.username, broker.password, keepalive_s=30))
+        reply = recv_exactly(sock, 4)
+    except ProbeError as exc:  # closed before a whole CONNACK
+        raise ProbeFailed(f"the broker closed the connection without a CONNACK: {exc}") from exc
     except TimeoutError as exc:
         raise ProbeFailed(f"no MQTT CONNACK within {timeout:g}s") from exc
     except ssl.SSLError as exc:  # TLS 1.3 reports a rejected client certificate here
@@ -133,46 +136,6 @@ def mqtt_connect(
         with contextlib.suppress(OSError):  # DISCONNECT: a clean goodbye in the broker's log
             sock.sendall(b"\xe0\x00")
     return code, elapsed
-
-
-def _connect_packet(client_id: str, username: str | None, password: str | None) -> bytes:
-    flags = 0x02  # clean session
-    payload = _string(client_id.encode())
-    if username is not None:
-        flags |= 0x80
-        payload += _string(username.encode())
-        if password is not None:
-            flags |= 0x40
-            payload += _string(password.encode())
-    variable = _string(b"MQTT") + bytes([4, flags]) + (30).to_bytes(2, "big")
-    body = variable + payload
-    return b"\x10" + _remaining_length(len(body)) + body
-
-
-def _string(data: bytes) -> bytes:
-    return len(data).to_bytes(2, "big") + data
-
-
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ProbeFailed(
-                "the broker closed the connection without a CONNACK"
-                + (f" after {len(buf)} byte(s)" if buf else "")
-            )
-        buf += chunk
-    return bytes(buf)
 
 
 def probe_client_id(node_id: str | None) -> str:

@@ -194,7 +194,7 @@ def tls_connack(
 ) -> int | None:
     """The CONNACK return code a TLS client with ``cert`` gets, or None when the broker
     refuses the TLS session itself (no certificate, a certificate from another CA)."""
-    from broker.probe import _connect_packet
+    from broker.probe import connect_packet
 
     ctx = ssl.create_default_context(cafile=str(ca))
     if cert is not None:
@@ -204,7 +204,7 @@ def tls_connack(
             with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
                 # TLS 1.3 checks the client certificate after the handshake: the refusal
                 # comes as an alert or EOF on the first read.
-                tls.sendall(_connect_packet("probe-" + os.urandom(4).hex()))
+                tls.sendall(connect_packet("probe-" + os.urandom(4).hex()))
                 head = tls.recv(4)
         except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
             return None
