@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ion.errors import InputError
 from ion.model.definition import IonDefinition
 from node.demo import (
     REPO_ROOT,
@@ -83,20 +84,21 @@ def _devices(url: str, drift_file: Path, log: Path) -> Iterator[subprocess.Popen
             proc.wait()
 
 
-def _relay_for(definition: IonDefinition) -> dict[str, list[str]]:
-    """The gateway's relay: the defaults, and the ION's data edges going up (here every data
-    edge runs from the edge nodes behind the gateway to the cloud; `ion deploy` works this
-    out from placements for real topologies)."""
-    from ion import topics
-    from ion.model.definition import EdgeKind
-    from node.config import DEFAULT_RELAY_DOWN, DEFAULT_RELAY_UP
+def _relay_for(definition: IonDefinition, nodes: list[DemoNode]) -> dict[str, list[str]]:
+    """The gateway's relay lists as `ion deploy` plans them from the ION's placements (the
+    defaults, plus what must cross: here the `fresh` data edge going up)."""
+    from broker.deploy.placement import place
+    from broker.deploy.relayplan import relay_plan
+    from ion.validate.inventory import Inventory, InventoryNode
 
-    data_up = [
-        topics.edge_filter(definition.name, e.name, topics.Channel.DATA)
-        for e in definition.edges
-        if e.kind is EdgeKind.DATA
-    ]
-    return {"up": [*DEFAULT_RELAY_UP, *data_up], "down": list(DEFAULT_RELAY_DOWN)}
+    inventory = Inventory(
+        nodes=tuple(InventoryNode(n.node_id, n.labels, n.layer, n.parent) for n in nodes)
+    )
+    plan, problems = relay_plan(GATEWAY, inventory, place([definition], inventory))
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise InputError(f"the demo's gateway cannot relay this ION: {errors[0]}")
+    return {"up": list(plan.up), "down": list(plan.down)}
 
 
 @contextlib.contextmanager
@@ -312,7 +314,7 @@ def _run(
             extra_config={"trust": {"keys": [trusted]}},
             per_node={
                 "cloud-1": {"trust": {"keys": [trusted], "signing_key": str(key_file)}},
-                GATEWAY: {"relay": _relay_for(definition)},
+                GATEWAY: {"relay": _relay_for(definition, nodes)},
             },
         )
         view = FleetView(say)
