@@ -33,11 +33,8 @@ checked there (``node.models.rollout_driver``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +53,7 @@ from ion.model.command import (
     RunPipeline,
 )
 from ion.security.trust import TrustConfig
+from node.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -229,17 +227,9 @@ class CommandGate:
     def _save(self) -> None:
         # Written whole (small: at most ``command_window`` ids) and atomically.
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".commands-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.window.to_json(), f, separators=(",", ":"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomically(
+            self.path, json.dumps(self.window.to_json(), separators=(",", ":")).encode()
+        )
 
 
 class PipelineControl(Protocol):

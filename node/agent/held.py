@@ -11,21 +11,20 @@ Two things depend on it:
   returns.
 
 Each item is stored as its wire encoding (signature included) in ``<dir>/<ion>.pb``, written
-atomically (temporary file, fsync, rename).  On load every item goes through the same trust
+atomically (``node.files.write_atomically``).  On load every item goes through the same trust
 check as one from the network: a file edited on disk is refused like a forged message.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from pathlib import Path
 
 from ion.errors import DecodeError
 from ion.model.definition import IonDefinition, IonDeleted
 from ion.model.messages import new_envelope
 from ion.wire.codec import decode, encode
+from node.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +39,13 @@ class HeldDefinitions:
         """Keep ``item`` as the one held for its ION (an error is logged, never raised: the
         node keeps working on what it holds in memory)."""
         payload = encode(new_envelope(item, source_node=node_id, now_ms=now_ms))
-        target = self.directory / f"{item.name}.pb"
-        tmp = target.with_suffix(".tmp")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(target)
+            write_atomically(self.directory / f"{item.name}.pb", payload)
         except OSError as exc:
             log.error(  # noqa: TRY400 - the reason is the message; no traceback needed
                 "could not keep ION %s version %d on disk: %s", item.name, item.version, exc
             )
-            with contextlib.suppress(OSError):
-                tmp.unlink()
 
     def load(self) -> list[Held]:
         """Every item kept; unreadable files are logged and skipped."""

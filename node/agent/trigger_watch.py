@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from ion.model.event import Event, Severity, Trigger
 from ion.model.health import HealthReport, StatsReport
 from ion.model.status import NodeStatus
 from ion.topics import Channel, TopicKind
+from node.files import write_atomically
 from node.reconcile import PipelineKey
 
 from .receiver import Arrival
@@ -100,12 +100,7 @@ def load_state(path: Path) -> dict[EdgeKey, int]:
 
 def save_state(path: Path, last_fired: Mapping[EdgeKey, int]) -> None:
     data = {"last_fired_ms": {f"{i}/{e}": ms for (i, e), ms in sorted(last_fired.items())}}
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(data, sort_keys=True).encode())
 
 
 class TriggerWatch:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from ion.model.manifest import ArtifactLayout
+from node.files import fsync_dir
 
 from .errors import PackError, UnsafeArchiveError
 
@@ -199,15 +200,6 @@ def unpack(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
-
-
-def fsync_dir(path: str | Path) -> None:
-    """Make a directory's entries (a rename, a new file) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unpack_into(archive: Path, root: Path, limits: UnpackLimits, durable: bool) -> None:

@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.files import write_atomically
+
 from .policy import CanaryWatch, Ruling, Verdict, label_key
-from .transfer import write_atomically
 
 log = logging.getLogger(__name__)
 

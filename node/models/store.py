@@ -41,12 +41,13 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from ion.errors import DecodeError
 from ion.model.definition import NAME_PATTERN
 from ion.model.manifest import ArtifactLayout, ModelManifest
+from node.files import fsync_dir, write_atomically
 
 from .artifact import ModelArtifact
 from .errors import ModelError
-from .pack import UnpackLimits, fsync_dir, safe_file_name, unpack
+from .pack import UnpackLimits, safe_file_name, unpack
 from .policy import next_version, version_key
-from .transfer import manifest_bytes, manifest_from_bytes, write_atomically
+from .transfer import manifest_bytes, manifest_from_bytes
 
 log = logging.getLogger(__name__)
 

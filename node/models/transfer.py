@@ -58,10 +58,11 @@ from ion.model.health import Histogram, Metric
 from ion.model.manifest import ModelChunk, ModelManifest
 from ion.model.messages import new_envelope
 from ion.wire.codec import decode, encode
+from node.files import write_atomically
 
 from .config import DEFAULT_CHUNK_SIZE
 from .errors import ChunkMismatchError, IntegrityError, ManifestError, UnsafeArchiveError
-from .pack import GiB, MiB, Packed, fsync_dir, safe_file_name
+from .pack import GiB, MiB, Packed, safe_file_name
 
 log = logging.getLogger(__name__)
 
@@ -203,22 +204,6 @@ def manifest_from_bytes(data: bytes) -> ModelManifest:
     if not isinstance(body, ModelManifest):
         raise DecodeError(f"expected a model manifest, found {type(body).__name__}")
     return body
-
-
-def write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new bytes, never a
-    mix, also after a power loss (fsync of the file, rename, fsync of the directory).  With
-    ``durable=False``, no fsync: still never a mix after a crash of the process, but after
-    a power loss the file may be empty or missing."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if durable:
-        fsync_dir(path.parent)
 
 
 # -- the receiving side -----------------------------------------------------------------------
