@@ -225,7 +225,7 @@ def run_demo(
     started = time.monotonic()
     become_subreaper()
     try:
-        return _run(
+        status = _run(
             ion_file=ion_file,
             port=port,
             duration=duration,
@@ -239,6 +239,10 @@ def run_demo(
         )
     finally:
         reap_orphans()
+    # Said however the run ended (Ctrl-C while the agents start up included), once every
+    # child is gone.
+    say("stopped; no process left behind")
+    return status
 
 
 def _run(
@@ -397,5 +401,4 @@ def _run(
                 for line in view.summary():
                     say(line)
         say("stopping: node agents drain and stop their pipelines")
-    say("stopped; no process left behind")
     return 0
