@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -69,7 +70,11 @@ def shots(request: pytest.FixtureRequest) -> Path:
 
 
 def wait(driver: WebDriver, what: Any, timeout: float = 10) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(what)
+    # A form post or a live refresh may replace the element between finding and reading
+    # it: that is "not yet", not a failure.
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(what)
 
 
 def shot(driver: WebDriver, path: Path) -> None:
