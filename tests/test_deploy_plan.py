@@ -14,6 +14,7 @@ from broker.deploy.relayplan import bridge_topics
 from ion import topics
 from ion.model.definition import EdgeKind, Endpoint, Placement
 from ion.topics import Channel, filters_overlap
+from ion.validate.inventory import InventoryClient
 
 INV = inventory([8883, 8884, 8885])
 READINGS = "readings"
@@ -119,6 +120,12 @@ def test_operators_and_monitors() -> None:
     assert not can(mon, "write", topics.ion_command("flow"))
     assert not can(mon, "write", topics.definition("flow"))
     assert not can(mon, "write", topics.monitor_alerts("mon-2"))
+    chunks = topics.model_chunks("flow", "model", "c" * 64)
+    assert not can(mon, "write", chunks)  # no `models` in its commands
+    serving = replace(INV, monitors=(InventoryClient("mon-2", "", ("models",)),))
+    served = make_plan([flow_ion()], serving).acls["cloud"].rules_of("mon-2")
+    assert can(served, "write", chunks)
+    assert not can(served, "write", topics.model_manifest("flow", "model"))
     # Neither connects to a gateway's broker.
     gw_users = {u.identity for u in make_plan([flow_ion()], INV).acls["gw-a"].users}
     assert gw_users == {"gw-a", "edge-a1"}

@@ -15,7 +15,8 @@ Who may do what:
   them there), and on its local broker the mirror image (it reads what they write and writes
   what they read), which is exactly what its relay forwards;
 - operators read everything and write definitions, commands and model decisions;
-- monitors read everything and write their alerts and the commands they are allowed;
+- monitors read everything and write their alerts, the commands they are allowed and, with
+  ``models``, model chunks (their model cache answers requests);
 - a device writes its one topic (from the inventory) and reads nothing; a node whose pipelines
   read devices (``mqtt_source``) reads the source's topic filter on the broker it connects to
   (``device_problems`` keeps such filters out of ``ion/v1/``, except device topics).
@@ -199,6 +200,9 @@ def monitor_rules(monitor: InventoryClient) -> frozenset[Rule]:
         rules.add(Rule(_any(topics.ion_command(_PH)), "write"))
     if "node" in monitor.commands:
         rules.add(Rule(_any(topics.node_command(_PH)), "write"))
+    if "models" in monitor.commands:  # its model cache answers chunk requests
+        chunks = _any(topics.model_chunks(_PH, _PH, _MODEL_ID_PH))
+        rules.add(Rule(swap(chunks, _MODEL_ID_PH, "+"), "write"))
     return frozenset(rules)
 
 

@@ -15,10 +15,13 @@ import click
 
 from ion.cli.options import CONTEXT, broker_options, resolve_broker
 from ion.errors import ConfigError, InputError, IonError
+from ion.security.keyring import load_keyring
+from ion.security.trust import TrustConfig
 
 from .alerts import AlertBounds
+from .modelcache import ModelCache, ModelCacheSettings
 from .retention import RetentionSettings
-from .service import Monitor, MonitorSettings, run_until_cancelled
+from .service import Monitor, MonitorSettings, run_until_cancelled, wall_ms
 
 log = logging.getLogger("broker.monitor")
 _HOUR_MS, _DAY_MS = 3_600_000, 86_400_000
@@ -127,6 +130,31 @@ def parse_listen(value: str) -> tuple[str, int]:
     help="Token the dashboard asks for before approve/reject/rollback [env ION_MONITOR_TOKEN].",
 )
 @click.option(
+    "--model-cache",
+    "model_cache",
+    type=click.Path(file_okay=False),
+    help="Directory of the model cache, which keeps every model published on the broker and "
+    "answers chunk requests nobody else answers (e.g. when the producer is gone) "
+    "[default: beside --db, <db name>-models].",
+)
+@click.option("--no-model-cache", is_flag=True, help="Keep no models and answer no requests.")
+@click.option(
+    "--model-cache-gib",
+    type=float,
+    default=8.0,
+    show_default=True,
+    help="Largest size of the model cache; least recently used models go first.",
+)
+@click.option(
+    "--trust",
+    "trusted",
+    multiple=True,
+    metavar="KEY",
+    help="A trusted public key (a key line or a file of key lines; repeatable): the model "
+    "cache keeps only manifests signed by one of them.  Without any, manifests are kept "
+    "unchecked (consumers still check every chunk against their own signed manifest).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -145,6 +173,7 @@ def monitor(**kwargs: Any) -> None:  # fmt: skip
     signing_key = kwargs.pop("signing_key", None)
     try:
         settings, http, token, timeout = _settings(kwargs)
+        cache = _cache_settings(kwargs, settings.db_path)
     except InputError as exc:
         _fail(str(exc), 2)
         return
@@ -155,7 +184,7 @@ def monitor(**kwargs: Any) -> None:  # fmt: skip
     )
     try:
         key = Path(signing_key) if signing_key else None
-        asyncio.run(_serve(settings, http, token, timeout, key))
+        asyncio.run(_serve(settings, http, token, timeout, signing_key=key, cache=cache))
     except (IonError, BaseExceptionGroup) as exc:
         cause = first_ion_error(exc)
         if cause is None:
@@ -206,14 +235,16 @@ async def _serve(
     http: tuple[str, int] | None,
     token: str | None,
     connect_s: float,
+    *,
     signing_key: Path | None = None,
+    cache: ModelCacheSettings | None = None,
 ) -> None:
     main = asyncio.current_task()
     assert main is not None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, main.cancel)
-    extra = _dashboard(settings, http, token, signing_key)
+    extra = _with_model_cache(settings, cache, _dashboard(settings, http, token, signing_key))
 
     def started(m: Monitor) -> None:
         click.echo(f"monitor {settings.monitor_id}: watching {settings.broker.url}, "
@@ -250,6 +281,39 @@ def _dashboard(
             )
         except ImportError as exc:  # the `monitor` extra (aiohttp) is not installed
             log.warning("no dashboard (%s): monitoring without it", exc)
+
+    return serve
+
+
+def _cache_settings(kw: dict[str, Any], db_path: Path) -> ModelCacheSettings | None:
+    if kw.pop("no_model_cache"):
+        return None
+    root = Path(kw.pop("model_cache") or db_path.with_name(f"{db_path.stem}-models"))
+    trusted = kw.pop("trusted")
+    gib = kw.pop("model_cache_gib")
+    try:
+        trust = TrustConfig(keyring=load_keyring(trusted, where="--trust")) if trusted else None
+        return ModelCacheSettings(root=root, max_bytes=int(gib * 1024**3), trust=trust)
+    except (ConfigError, ValueError) as exc:
+        raise InputError(str(exc)) from exc
+
+
+def _with_model_cache(
+    settings: MonitorSettings,
+    cache: ModelCacheSettings | None,
+    extra: Callable[[Monitor], Coroutine[Any, Any, None]] | None,
+) -> Callable[[Monitor], Coroutine[Any, Any, None]] | None:
+    """``extra`` run with the model cache beside it (its own MQTT session)."""
+    if cache is None:
+        return extra
+
+    async def serve(monitor: Monitor) -> None:
+        async with ModelCache(cache, settings.broker, clock=wall_ms,
+                              client_id=f"ion-monitor-{settings.monitor_id}-models"):  # fmt: skip
+            click.echo(f"model cache: {cache.root}", err=True)
+            if extra is not None:
+                await extra(monitor)
+            await asyncio.Event().wait()
 
     return serve
 

@@ -26,7 +26,8 @@ Broker keys: ``id`` (required), ``host`` (required: the name clients connect to)
 
 Operator and monitor keys: ``id`` (required; the certificate's common name), ``broker``
 [the root broker]; monitors also ``commands`` [[]]: which commands they may publish
-(``ion``: to every node of an ION, ``node``: to one node).
+(``ion``: to every node of an ION, ``node``: to one node, ``models``: model chunks from its
+model cache, to nodes whose producer is gone).
 
 Device keys: ``id`` (required; the certificate's common name), ``broker`` [the root broker]
 (the broker it publishes to: usually the local broker of the gateway its site is behind),
@@ -74,7 +75,7 @@ MONITOR_KEYS = ("id", "broker", "commands")
 DEVICE_KEYS = ("id", "broker", "topic")
 DEFAULT_DEVICE_TOPIC = "sensors/{id}/readings"  # what examples/kmeans/devices.py publishes on
 LAYERS = ("edge", "gateway", "cloud")
-MONITOR_COMMANDS = ("ion", "node")
+MONITOR_COMMANDS = ("ion", "node", "models")
 DEFAULT_TLS_PORT = 8883
 
 
