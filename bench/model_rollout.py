@@ -22,9 +22,12 @@ subscriber holding every message.  Agent and raw runs alternate.  Ratio = baseli
 rollout time, i.e. the agents' share of the raw byte throughput.  Target (issue 5): >= 70 %.
 
 All nodes share this machine's CPU cores and its one disk, so the consumers' fsyncs of
-``--nodes`` copies of the model queue on one disk; ``--data-dir /dev/shm`` (tmpfs) shows the
-figure without that (see docs/benchmarks.md).  ``ION_BENCH_PROFILE=DIR`` writes cProfile
-statistics of every process.
+``--nodes`` copies of the model queue on one disk.  Each run therefore also measures the disk
+floor: ``--nodes`` + 1 copies of the model written at once into the same directory and
+fsynced (what the consumers and the producer must write before their stores name the model),
+and the rollout's share of max(raw, disk floor) is printed too.  ``--data-dir /dev/shm``
+(tmpfs) shows the figure without the disk (see docs/benchmarks.md).
+``ION_BENCH_PROFILE=DIR`` writes cProfile statistics of every process.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ MiB = 1024 * 1024
 class Figures:
     agent_s: list[float] = field(default_factory=list)
     raw_s: list[float] = field(default_factory=list)
+    disk_s: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -144,6 +148,38 @@ async def raw_run(
     out.raw_s.append(best)
 
 
+def _write_copy(path: Path, data: bytes, chunk: int) -> None:
+    """One node's share of the disk work: the model written chunk by chunk, with the agents'
+    writeback hints (every 4 MiB), then fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.ftruncate(fd, len(data))
+        since = 0
+        for offset in range(0, len(data), chunk):
+            os.pwrite(fd, data[offset : offset + chunk], offset)
+            since += chunk
+            if since >= 4 * MiB:
+                since = 0
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    path.unlink()
+
+
+async def disk_run(tmp: Path, args: argparse.Namespace, out: Figures) -> None:
+    """The disk alone: ``--nodes`` copies of the model written at once into the agents' data
+    directory, each fsynced, as every consumer must before its store names the model (and
+    the producer once).  No rollout to this one disk can be faster."""
+    data = os.urandom(args.mb * MiB)
+    copies = [tmp / f"disk-floor-{i}.bin" for i in range(args.nodes + 1)]
+    t0 = time.monotonic()
+    await asyncio.gather(
+        *(asyncio.to_thread(_write_copy, p, data, args.chunk_kib * 1024) for p in copies)
+    )
+    out.disk_s.append(time.monotonic() - t0)
+
+
 async def bench(broker: Any, tmp: Path, args: argparse.Namespace) -> Figures:
     consumers = [f"roll-{i:02d}" for i in range(args.nodes)]
     groups = [consumers[i :: args.procs] for i in range(args.procs)]
@@ -175,6 +211,7 @@ async def bench(broker: Any, tmp: Path, args: argparse.Namespace) -> Figures:
             for run in range(args.runs):
                 await agent_run(run, producer, agents, pids, tmp, args, out)
                 await raw_run(run, raws, raw_pids, host, port, args, out)
+                await disk_run(tmp, args, out)
     return out
 
 
@@ -182,6 +219,8 @@ def report(args: argparse.Namespace, f: Figures, where: str) -> None:
     agent, raw = statistics.median(f.agent_s), statistics.median(f.raw_s)
     delivered = args.mb * args.nodes
     ratio = raw / agent
+    disk = statistics.median(f.disk_s)
+    bound = max(raw, disk)
     ab.print_table(
         f"model rollout: {args.mb} MiB to {args.nodes} agents in {args.procs} processes, "
         f"{args.chunk_kib} KiB chunks, data in {where}, median of {args.runs} runs",
@@ -194,6 +233,11 @@ def report(args: argparse.Namespace, f: Figures, where: str) -> None:
              + ", ".join(f"{s:.2f}" for s in f.raw_s)),
             ("ratio (share of raw throughput)", f"{ratio:.0%}",
              f"target >= 70 %: {'met' if ratio >= 0.7 else 'MISSED'}"),
+            (f"disk floor: {args.nodes + 1} copies written, fsynced", f"{disk:.2f} s",
+             f"{(args.nodes + 1) * args.mb / disk:,.0f} MiB/s; runs: "
+             + ", ".join(f"{s:.2f}" for s in f.disk_s)),
+            ("rollout against max(raw, disk floor)", f"{bound / agent:.0%}",
+             "the share of what this machine allows a durable rollout"),
         ],
     )  # fmt: skip
     for note in f.notes:

@@ -174,7 +174,7 @@ async def test_chunks_go_straight_over_the_link_after_the_retained_manifest(
     link, outbox = FakeLink(), Outbox()
     cfg = ModelConfig(publish_window=4)
     sender = ChunkSender(outbox, cfg, lambda: 0, link=lambda: link, node_id="cloud-1")
-    await sender.publish_model(stored)
+    await sender.publish_model(stored.manifest, stored.blob_path)
     m = stored.manifest
     assert outbox.sent == []
     assert link.sent[0] == (topics.model_manifest(ION, EDGE), m, True)
@@ -195,13 +195,13 @@ async def test_a_link_that_drops_stops_the_chunks_and_a_down_link_leaves_them_to
     stored = stored_model(tmp_path)
     link, outbox = FakeLink(fail_after=6), Outbox()
     sender = ChunkSender(outbox, ModelConfig(), lambda: 0, link=lambda: link, node_id="n")
-    await sender.publish_model(stored)
+    await sender.publish_model(stored.manifest, stored.blob_path)
     assert 1 < len(link.sent) <= 6 + ModelConfig().publish_window
     assert sender.counters["chunks.sent"] == len(link.sent) - 1
     assert sender.counters["chunks.unsent"] == 1
     # The link is down: the manifest waits in the outbox, consumers ask for the chunks later.
     down = ChunkSender(outbox, ModelConfig(), lambda: 0, link=lambda: None, node_id="n")
-    await down.publish_model(stored)
+    await down.publish_model(stored.manifest, stored.blob_path)
     assert [t for t, _ in outbox.sent] == [topics.model_manifest(ION, EDGE)]
     await down.answer(stored, [1, 2])  # nobody to send to now: the requester asks again
     assert down.counters["chunks.sent"] == 0
@@ -220,7 +220,7 @@ async def test_without_a_link_everything_goes_through_the_outbox(tmp_path: Path)
 
     sent: list[object] = []
     sender = ChunkSender(outbox, ModelConfig(), lambda: 0)
-    await sender.publish_model(stored)
+    await sender.publish_model(stored.manifest, stored.blob_path)
     assert isinstance(sent[0], ModelManifest) and len(sent) == 1 + stored.manifest.chunk_count
     assert sender.counters["chunks.sent"] == stored.manifest.chunk_count
 

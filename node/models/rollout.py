@@ -18,6 +18,9 @@ What drives it:
   fails (roll back, never take that version again here, publish the failure) as soon as
   drift or the error rate crosses its limit, and passes (publish it) after the hold.
 
+Every public method takes the core's lock, so that ``on_ready`` may run in a worker thread
+(the driver does) while the event loop calls the others.
+
 Invariant after every call: the active version is *allowed* (held, not refused by a
 component here, not rejected by an operator), or nothing allowed is left to roll back to.
 """
@@ -25,6 +28,7 @@ component here, not rejected by an operator), or nothing allowed is left to roll
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +40,7 @@ from . import policy
 from .policy import Activation, CanaryState, CanaryWatch, Ruling, Verdict
 from .rollout_outcomes import CanaryResult, EdgeKey, Outcomes
 from .rollout_state import EdgeRollout, RolloutBook
-from .store import ModelStore, StoredVersion
+from .store import ModelStore, StoredVersion, locked
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,12 @@ class Rollout:
         self._node_id = node_id
         self._policies: dict[EdgeKey, ModelPolicy | None] = {}
         self._reconsider: set[EdgeKey] = set()
+        # ``on_ready`` runs in a worker thread (its store and state writes fsync, which on a
+        # busy disk takes long enough to stall every node of a process); every other call
+        # runs on the event loop and waits for it.
+        self._lock = threading.RLock()
 
+    @locked
     def set_policies(self, consumed: Mapping[EdgeKey, ModelPolicy | None]) -> None:
         """The policy of every model edge consumed here (from the active definitions).  An
         edge whose policy changed has its held-back versions decided again (``tick``): an
@@ -71,12 +80,15 @@ class Rollout:
 
     # -- reading ---------------------------------------------------------------------------
 
+    @locked
     def ruling(self, key: EdgeKey, version: str) -> Ruling | None:
         return self._book.get(*key).rulings.get(version)
 
+    @locked
     def canary_verdict(self, key: EdgeKey, version: str) -> Ruling | None:
         return policy.aggregate_canary(self._book.get(*key).canary.get(version, {}))
 
+    @locked
     def fetchable(self, m: ModelManifest) -> bool:
         """False when the fleet has ruled ``m`` out (rejected, or its canary failed)."""
         key = (m.ion, m.edge)
@@ -89,6 +101,7 @@ class Rollout:
             canary=self.canary_verdict(key, m.version),
         )
 
+    @locked
     def status(self, key: EdgeKey) -> tuple[tuple[str, ...], str]:
         """(pending version labels, newest first; this node's canary state) for its status."""
         state = self._book.get(*key)
@@ -110,6 +123,7 @@ class Rollout:
             return labels, f"{outcome} {version}"
         return labels, ""
 
+    @locked
     def watching(self) -> list[tuple[EdgeKey, CanaryWatch]]:
         out = []
         for key in self._policies:
@@ -120,6 +134,7 @@ class Rollout:
 
     # -- a version is ready --------------------------------------------------------------------
 
+    @locked
     def on_ready(self, stored: StoredVersion, now: int, *, keep: int) -> Outcomes:
         m = stored.manifest
         key = (m.ion, m.edge)
@@ -159,6 +174,7 @@ class Rollout:
 
     # -- operators ---------------------------------------------------------------------------
 
+    @locked
     def on_ruling(self, key: EdgeKey, version: str, ruling: Ruling) -> Outcomes:
         """An operator's decision on ``version`` of edge ``key``."""
         state = self._book.get(*key)
@@ -195,6 +211,7 @@ class Rollout:
         self._book.save(*key)
         return out
 
+    @locked
     def rollback_active(self, key: EdgeKey, ruling: Ruling) -> tuple[Outcomes, str]:
         """ "Roll back" with no version named (a direct command): reject the active version
         here.  Returns the outcomes and the version rejected ("" when nothing is active)."""
@@ -229,6 +246,7 @@ class Rollout:
 
     # -- canaries ----------------------------------------------------------------------------
 
+    @locked
     def on_canary_verdict(self, key: EdgeKey, node: str, version: str, verdict: Ruling) -> Outcomes:
         """Another node's canary verdict on ``version`` (CANARY_PASSED or CANARY_FAILED)."""
         out = Outcomes()
@@ -254,6 +272,7 @@ class Rollout:
         self._book.save(*key)
         return out
 
+    @locked
     def observe(
         self,
         key: EdgeKey,
@@ -274,6 +293,7 @@ class Rollout:
             self._book.save(*key)  # the first evidence counts for the hold after a restart
         return self._check(key, state, now)
 
+    @locked
     def tick(self, now: int) -> Outcomes:
         out = Outcomes()
         for key, _ in self.watching():
@@ -315,6 +335,7 @@ class Rollout:
         self._book.save(*key)
         return out
 
+    @locked
     def on_refused(self, key: EdgeKey, model_id: str, reason: str) -> Outcomes:
         """A component refused ``model_id`` (the store already rolled it back): if it was on
         trial here, the trial failed."""

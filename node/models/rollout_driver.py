@@ -15,6 +15,7 @@ Driven by ``node.agent.models.ModelExchange``; it gives the callables below.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -89,7 +90,12 @@ class RolloutDriver:
     # -- in ------------------------------------------------------------------------------------
 
     async def ready(self, stored: StoredVersion, *, keep: int) -> None:
-        await self.carry_out(self.core.on_ready(stored, self._clock(), keep=keep))
+        # In a worker thread: activating fsyncs the store's index and the rollout state, and
+        # at the end of a rollout those small fsyncs wait behind every node's model being
+        # written back on a shared disk (each up to ~0.1 s, one after the other on the loop
+        # of a process running several nodes).
+        out = await asyncio.to_thread(self.core.on_ready, stored, self._clock(), keep=keep)
+        await self.carry_out(out)
 
     async def on_decision(
         self, ion: str, edge: str, version: str, cmd: Command, source: str

@@ -31,6 +31,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Protocol
 
 from ion import topics
@@ -81,13 +82,13 @@ class ChunkSender:
         self.counters: Counter[str] = Counter()
         self.times_sent: dict[str, Counter[int]] = {}  # model id -> index -> times sent
 
-    async def publish_model(self, stored: StoredVersion) -> None:
-        """The retained manifest, then every chunk (see the module docstring)."""
-        m = stored.manifest
+    async def publish_model(self, m: ModelManifest, blob: Path) -> None:
+        """The retained manifest, then every chunk, read from ``blob`` (the store's copy, or
+        the file it is being copied from; see the module docstring)."""
         manifest_topic = topics.model_manifest(m.ion, m.edge)
         if self._link is None:
             await self._durable(manifest_topic, m, m.ion)
-            await self._send_outbox(stored, range(m.chunk_count), retry=True)
+            await self._send_outbox(m, blob, range(m.chunk_count), retry=True)
             return
         link = self._link()
         if link is not None:
@@ -97,7 +98,7 @@ class ChunkSender:
                 log.info("model %s: the manifest goes through the outbox (%s)",
                          m.model_id[:12], exc)  # fmt: skip
             else:
-                await self._send_direct(link, stored, range(m.chunk_count))
+                await self._send_direct(link, m, blob, range(m.chunk_count))
                 return
         # Delivered once the link is back; consumers then ask for the chunks.
         await self._durable(manifest_topic, m, m.ion)
@@ -137,9 +138,9 @@ class ChunkSender:
         again for what it misses (also when the link is down now)."""
         try:
             if self._link is None:
-                await self._send_outbox(stored, indexes, retry=False)
+                await self._send_outbox(stored.manifest, stored.blob_path, indexes, retry=False)
             elif (link := self._link()) is not None:
-                await self._send_direct(link, stored, indexes)
+                await self._send_direct(link, stored.manifest, stored.blob_path, indexes)
         except (UnavailableError, OSError) as exc:
             # OSError: the version was pruned while its chunks were being read.
             log.warning("could not send chunks of %s: %s", stored.model_id[:12], exc)
@@ -167,11 +168,10 @@ class ChunkSender:
     # -- the two paths ----------------------------------------------------------------------
 
     async def _send_direct(
-        self, link: DirectLink, stored: StoredVersion, indexes: Iterable[int]
+        self, link: DirectLink, m: ModelManifest, blob: Path, indexes: Iterable[int]
     ) -> None:
         """Chunks straight to the broker, ``publish_window`` in flight; stops quietly when
         the link goes down (consumers ask for what they miss)."""
-        m = stored.manifest
         topic = topics.model_chunks(m.ion, m.edge, m.model_id)
         room = asyncio.Semaphore(self._cfg.publish_window)
         failed: list[BaseException] = []
@@ -191,7 +191,7 @@ class ChunkSender:
         wanted = list(indexes)
         try:
             async with asyncio.TaskGroup() as tg:
-                for chunk in read_chunks(stored.blob_path, m, wanted):
+                for chunk in read_chunks(blob, m, wanted):
                     await room.acquire()
                     if failed:
                         room.release()
@@ -218,14 +218,13 @@ class ChunkSender:
         await link.publish(topic, encode(env), qos=1, retain=retain)
 
     async def _send_outbox(
-        self, stored: StoredVersion, indexes: Iterable[int], *, retry: bool
+        self, m: ModelManifest, blob: Path, indexes: Iterable[int], *, retry: bool
     ) -> None:
-        m = stored.manifest
         topic = topics.model_chunks(m.ion, m.edge, m.model_id)
         sent = self._sent.setdefault(m.model_id, {})
         send = self._durable if retry else self._publish
         batch: list[ModelChunk] = []
-        for chunk in read_chunks(stored.blob_path, m, indexes):
+        for chunk in read_chunks(blob, m, indexes):
             batch.append(chunk)
             sent[chunk.index] = self._clock()  # durable in the outbox: as good as sent
             if len(batch) >= self._cfg.publish_window:

@@ -36,7 +36,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from ion.errors import DecodeError
 from ion.model.definition import NAME_PATTERN
@@ -60,12 +60,18 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-def _locked(
-    method: Callable[Concatenate[ModelStore, _P], _R],
-) -> Callable[Concatenate[ModelStore, _P], _R]:
-    """Run ``method`` under the store's lock (see the module docstring)."""
+class Lockable(Protocol):
+    _lock: threading.RLock
 
-    def run(self: ModelStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+
+_L = TypeVar("_L", bound=Lockable)
+
+
+def locked(method: Callable[Concatenate[_L, _P], _R]) -> Callable[Concatenate[_L, _P], _R]:
+    """Run ``method`` under its object's ``_lock`` (see the module docstring; the rollout core
+    uses it too)."""
+
+    def run(self: _L, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         with self._lock:
             return method(self, *args, **kwargs)
 
@@ -216,7 +222,7 @@ class ModelStore:
             raise
         return tmp
 
-    @_locked
+    @locked
     def install(self, manifest: ModelManifest, built: Path) -> StoredVersion:
         """Rename a ``build`` result into place and record it in the index."""
         shelf = self._shelf(manifest.ion, manifest.edge)
@@ -238,7 +244,7 @@ class ModelStore:
         )  # fmt: skip
         return stored
 
-    @_locked
+    @locked
     def activate(self, ion: str, edge: str, model_id: str) -> StoredVersion:
         shelf = self._shelf(ion, edge)
         stored = shelf.versions.get(model_id)
@@ -253,7 +259,7 @@ class ModelStore:
             shelf.save()
         return stored
 
-    @_locked
+    @locked
     def rollback(self, ion: str, edge: str) -> StoredVersion | None:
         """Make the most recent earlier active version (still held, not refused) active again;
         with none, nothing is active.  Returns the new active version."""
@@ -268,7 +274,7 @@ class ModelStore:
         shelf.save()
         return self.active(ion, edge)
 
-    @_locked
+    @locked
     def reject(self, ion: str, edge: str, model_id: str) -> bool:
         """Remember that a consumer refused ``model_id``; roll back if it is active.  True when
         the active version changed."""
@@ -281,7 +287,7 @@ class ModelStore:
             return True
         return False
 
-    @_locked
+    @locked
     def prune(self, ion: str, edge: str, keep: int) -> list[str]:
         """Remove all but the ``keep`` newest arrivals, never the active version."""
         shelf = self._shelf(ion, edge)
@@ -296,7 +302,7 @@ class ModelStore:
             _remove(shelf.root / "v" / model_id)
         return doomed
 
-    @_locked
+    @locked
     def next_version(self, ion: str, edge: str, now_ms: int) -> str:
         """The version label for a model this node publishes now (see ``policy``)."""
         shelf = self._shelf(ion, edge)
@@ -304,7 +310,7 @@ class ModelStore:
         shelf.save()
         return str(shelf.last_version)
 
-    @_locked
+    @locked
     def mark_published(self, ion: str, edge: str, model_id: str) -> None:
         shelf = self._shelf(ion, edge)
         if model_id not in shelf.published:
@@ -320,7 +326,7 @@ class ModelStore:
             raise ModelError(f"invalid ION or edge name {ion[:80]!r}/{edge[:80]!r}")
         return self.root / ion / edge
 
-    @_locked
+    @locked
     def _shelf(self, ion: str, edge: str) -> _Shelf:
         shelf = self._shelves.get((ion, edge))
         if shelf is None:
