@@ -53,6 +53,7 @@ HEAVY = (
     "node.models.sending",
     "node.models.gateway",
     "node.agent.relay",  # gateways only
+    "node.allocator",  # model traffic only (and with it ctypes)
     "node.engines.python_engine",
     "node.engines.spark_engine",
     "node.engines.tensorflow_engine",

@@ -150,7 +150,10 @@ class ModelExchange:
 
     @cached_property
     def store(self) -> ModelStore:
+        from node import allocator
         from node.models.store import ModelStore
+
+        allocator.tune()  # model chunks: large buffers reused, not mapped afresh
 
         return ModelStore(self._root / "store", self._cfg.unpack_limits)
 

@@ -52,6 +52,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ion.config.broker import BrokerConfig
+from node.link import paho_publish
 from node.link.base import (
     IncomingMessage,
     LinkDown,
@@ -65,6 +66,7 @@ from node.link.refusals import check_client_id, connack_error, connect_error, tl
 from node.link.session import ReconnectingLink
 
 log = logging.getLogger(__name__)
+paho_publish.install()  # one copy of each incoming payload instead of three
 
 READ_BURST = 1000
 """Packets read per readable event at most."""

@@ -207,16 +207,26 @@ class ModelStore:
         tmp = vdir / f".tmp-{manifest.model_id[:16]}-{secrets.token_hex(4)}"
         tmp.mkdir()
         try:
-            write_atomically(tmp / "manifest.bin", manifest_bytes(manifest))
+            # Nobody looks inside a temporary directory (opening a shelf removes it), so its
+            # files are written plainly, every change first, then the fsyncs together: the
+            # first one commits the file system's journal with all of them and the others
+            # find (nearly) nothing left to do.  Separate fsyncs between changes each wait
+            # for a journal commit of their own, and at the end of a rollout, with many
+            # nodes' models being written back on one disk, each of those took 0.1-0.2 s.
+            (tmp / "manifest.bin").write_bytes(manifest_bytes(manifest))
             (tmp / "artifact").mkdir()
             if manifest.layout is ArtifactLayout.FILE:
                 target = tmp / "artifact" / name
                 _bring(blob, target, move)
                 target.chmod(0o444)  # chunks are served from it: it must not change
+                synced = (tmp / "manifest.bin", target, tmp / "artifact", tmp)
             else:
                 _bring(blob, tmp / "blob", move)
                 (tmp / "blob").chmod(0o444)
                 unpack(tmp / "blob", tmp / "artifact" / name, self._limits, durable=True)
+                synced = (tmp / "manifest.bin", tmp / "blob", tmp / "artifact", tmp)
+            for path in synced:  # the bytes and names on disk before the index names them
+                _fsync(path)
         except BaseException:
             _remove(tmp)
             raise
@@ -409,14 +419,20 @@ def _strings(value: object) -> list[str]:
 
 
 def _bring(source: Path, target: Path, move: bool) -> None:
+    """Move or copy ``source`` to ``target`` (not fsynced: ``build`` does that)."""
     if move:
         os.replace(source, target)
-        with open(target, "rb") as f:  # the bytes must be on disk before the index names them
-            os.fsync(f.fileno())
     else:
         shutil.copyfile(source, target)
-        with open(target, "rb+") as f:
-            os.fsync(f.fileno())
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file or a directory."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _remove(path: Path) -> None:
