@@ -97,6 +97,10 @@ def test_a_device_writes_its_topic_only_and_the_nodes_of_its_site_read_it() -> N
     assert can(dev, "write", "sensors/dev-a1/readings")
     assert not can(dev, "write", "sensors/dev-b1/readings")
     assert not can(dev, "read", "sensors/dev-a1/readings")
+    # No node's rights by its name: a device cannot pass itself off as a node "dev-a1".
+    assert not can(dev, "write", topics.node_status("dev-a1"))
+    assert not can(dev, "read", topics.node_command("dev-a1"))
+    assert can(plan.acls["gw-a"].rules_of("edge-a1"), "write", topics.node_status("edge-a1"))
     assert not any(u.identity == "dev-a1" for u in plan.acls["gw-b"].users)
     assert not any(u.identity == "dev-a1" for u in plan.acls["cloud"].users)
     # The inference pipeline's device source: its nodes read it on their own broker only,

@@ -21,8 +21,10 @@ Who may do what:
   read devices (``mqtt_source``) reads the source's topic filter on the broker it connects to
   (``device_problems`` keeps such filters out of ``ion/v1/``, except device topics).
 
-Self rules (a node's own status, events, results, commands, acks, retransmit requests) are
-``pattern`` lines with ``%u`` (the certificate's common name), the rest one block per identity.
+Everything is one block per identity, a node's own topics (status, events, results, commands,
+acks, retransmit requests) included: a ``pattern`` line with ``%u`` would apply to every
+identity, so a device could publish a status as a node of its own name.  The one pattern
+line is the CLI's probe topic, named by the client id (``%c``).
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ def _any(topic: str) -> str:
 
 
 def self_rules(node: str) -> tuple[Rule, ...]:
-    """What every node may do on its own topics (rendered as ``pattern`` lines)."""
+    """What every node may do on its own topics (in its own block: a ``pattern`` line with
+    ``%u`` would give them to every identity, devices, operators and monitors included)."""
     return (
         Rule(topics.node_status(node), "write"),
         Rule(topics.node_topic(node, TopicKind.NODE_EVENTS), "write"),
@@ -93,10 +96,8 @@ def self_rules(node: str) -> tuple[Rule, ...]:
 
 
 def patterns() -> tuple[Rule, ...]:
-    own = tuple(Rule(swap(r.topic, _PH, "%u"), r.access) for r in self_rules(_PH))
     # The CLI's read barrier: each session echoes itself on a topic named by its client id.
-    probe = Rule(swap(topics.client_probe(_PH), _PH, "%c"), "readwrite")
-    return (*own, probe)
+    return (Rule(swap(topics.client_probe(_PH), _PH, "%c"), "readwrite"),)
 
 
 def node_rules(node: str, placement: Placement) -> frozenset[Rule]:
@@ -261,7 +262,7 @@ def broker_acls(
             roles.append(role)
             acc |= rules
         users = tuple(
-            UserBlock(identity, ", ".join(roles), merge(r - set(self_rules(identity))))
+            UserBlock(identity, ", ".join(roles), merge(r))
             for identity, (roles, r) in sorted(merged.items())
         )
         out[broker] = BrokerAcl(broker, pats, users)
@@ -274,7 +275,7 @@ def render_acl(acl: BrokerAcl, source: str) -> str:
         "# Regenerate it (ion deploy) when an ION or the inventory changes; edits are lost.",
         "# Identities are certificate common names (use_identity_as_username).",
         "",
-        "# Every identity, on its own topics (%u: its name, %c: its client id).",
+        "# Every session, on its own probe topic (%c: its client id).",
         *(f"pattern {r.access} {r.topic}" for r in acl.patterns),
     ]
     for u in acl.users:
