@@ -14,18 +14,10 @@ from typing import Any
 import pytest
 from agent_support import apply, node_config
 from support import async_wait_until
-from support.pipelines import placeholder
+from test_model_gateway import fleet_ion, holds
 
 from broker.monitor.modelcache import ChunkAnswers, ModelCache, ModelCacheSettings
 from ion.config.broker import parse_broker_url
-from ion.model.definition import (
-    Edge,
-    EdgeKind,
-    Endpoint,
-    IonDefinition,
-    ModelPolicy,
-    PipelineRole,
-)
 from ion.model.manifest import ChunkRequest
 from ion.model.status import NodeState
 from ion.security import Keyring, Role, SigningKey, TrustedKey
@@ -92,30 +84,11 @@ def test_settings_refuse_nonsense(tmp_path: Path) -> None:
 # -- real agents --------------------------------------------------------------------------------
 
 
-def fleet_ion(children: tuple[str, ...]) -> IonDefinition:
-    return IonDefinition(
-        name=ION,
-        pipelines=(
-            placeholder("training", ("cloud-1",), PipelineRole.TRAINING),
-            placeholder("inference", children, PipelineRole.INFERENCE),
-        ),
-        edges=(
-            Edge(EDGE, EdgeKind.MODEL, Endpoint("training"), (Endpoint("inference"),),
-                 policy=ModelPolicy(keep_versions=1)),
-        ),
-    )  # fmt: skip
-
-
 def consumer(node_id: str, url: str, tmp: Path, key: SigningKey) -> Any:
     return node_config(
         node_id, url, tmp, models={"request_after_ms": 500, "request_max_interval_ms": 2000},
         trust={"development_mode": True, "keys": [TrustedKey(key.public, PRODUCES).line()]},
     )  # fmt: skip
-
-
-def holds(agent: Agent, model_id: str) -> bool:
-    art = agent.models.active(ION, EDGE)
-    return art is not None and art.model_id == model_id
 
 
 def trust_in(key: SigningKey) -> TrustConfig:
@@ -125,6 +98,17 @@ def trust_in(key: SigningKey) -> TrustConfig:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+async def start_cache(stack: AsyncExitStack, url: str, root: Path, key: SigningKey) -> ModelCache:
+    """The monitor's model cache, trusting ``key`` as a producer, connected."""
+    settings = ModelCacheSettings(root=root, trust=trust_in(key))
+    cache = await stack.enter_async_context(
+        ModelCache(settings, parse_broker_url(url), client_id="ion-monitor-m-models",
+                   clock=now_ms)
+    )  # fmt: skip
+    await cache.link.wait_connected()
+    return cache
 
 
 @pytest.mark.integration
@@ -137,16 +121,12 @@ async def test_a_node_offline_during_the_rollout_gets_the_model_from_the_monitor
     key_file = tmp_path / "producer.key"
     key_file.write_bytes(producer_key.to_pem())
     key_file.chmod(0o600)
-    trust = trust_in(producer_key)
     src = tmp_path / "model.bin"
     src.write_bytes(os.urandom(3 * 1024 * 1024 + 123))
     model_id = hashlib.sha256(src.read_bytes()).hexdigest()
-    settings = ModelCacheSettings(root=tmp_path / "cache", trust=trust)
     async with AsyncExitStack() as stack:
         start = stack.enter_async_context
-        cache = await start(ModelCache(settings, parse_broker_url(broker.url),
-                                       client_id="ion-monitor-m-models", clock=now_ms))  # fmt: skip
-        await cache.link.wait_connected()
+        cache = await start_cache(stack, broker.url, tmp_path / "cache", producer_key)
         producing = AsyncExitStack()
         cloud_cfg = node_config(
             "cloud-1", broker.url, tmp_path, models={"chunk_size": 64 * 1024},
@@ -186,16 +166,11 @@ async def test_the_monitor_keeps_no_manifest_its_keys_do_not_trust(
     broker_factory: Any, tmp_path: Path
 ) -> None:
     broker = broker_factory()
-    trusted = SigningKey.generate()
-    trust = trust_in(trusted)
     src = tmp_path / "model.bin"
     src.write_bytes(os.urandom(100_000))
-    settings = ModelCacheSettings(root=tmp_path / "cache", trust=trust)
     async with AsyncExitStack() as stack:
         start = stack.enter_async_context
-        cache = await start(ModelCache(settings, parse_broker_url(broker.url),
-                                       client_id="ion-monitor-m-models", clock=now_ms))  # fmt: skip
-        await cache.link.wait_connected()
+        cache = await start_cache(stack, broker.url, tmp_path / "cache", SigningKey.generate())
         cloud = await start(Agent(node_config("cloud-1", broker.url, tmp_path)))  # unsigned
         await apply(broker.url, fleet_ion(("edge-1",)))
         await async_wait_until(lambda: any(v.name == ION for v in cloud.status().ions), 30)

@@ -40,17 +40,17 @@ from typing import Any
 
 from ion import topics
 from ion.config.broker import BrokerConfig
-from ion.errors import DecodeError, RefusedError, UnavailableError
+from ion.errors import DecodeError
 from ion.model.manifest import ChunkRequest, ModelChunk, ModelManifest
-from ion.model.messages import Envelope, EnvelopeBatch, new_envelope
+from ion.model.messages import Envelope, EnvelopeBatch
 from ion.model.status import NodeState, NodeStatus
 from ion.security.trust import TrustConfig
 from ion.topics import TopicError, TopicKind
-from ion.wire.codec import decode, encode
+from ion.wire.codec import decode
 from node.link.base import IncomingMessage, LinkOptions, LinkState, MqttLink
 from node.models.config import GiB, ModelConfig
 from node.models.errors import ModelError
-from node.models.gateway import GatewayCache
+from node.models.gateway import GatewayCache, send_cached
 from node.models.transfer import ChunkOutcome
 
 log = logging.getLogger(__name__)
@@ -307,10 +307,7 @@ class ModelCache:
         if self.cache.on_chunk(chunk, now) is not ChunkOutcome.ACCEPTED:
             return
         for assembler in self.cache.to_verify():
-            self._tg.create_task(
-                self._verify(assembler.manifest.model_id, assembler.verify),
-                name="model-cache-verify",
-            )
+            self._tg.create_task(self.cache.check(assembler), name="model-cache-verify")
 
     def _on_request(self, req: ChunkRequest, now: int) -> None:
         m = self.cache.manifest(req.model_id)
@@ -321,14 +318,6 @@ class ModelCache:
         if self.answers.request(req, now, producer_online=online):
             self.cache.count("request.noted")
             self._wake.set()
-
-    async def _verify(self, model_id: str, check: Callable[[], None]) -> None:
-        try:
-            await asyncio.to_thread(check)
-        except (ModelError, OSError, RuntimeError) as exc:
-            self.cache.verified(model_id, exc)
-        else:
-            self.cache.verified(model_id, None)
 
     # -- answering -------------------------------------------------------------------------------
 
@@ -348,27 +337,11 @@ class ModelCache:
         m = self.cache.manifest(model_id)
         if m is None or self.link.state is not LinkState.CONNECTED:
             return  # the consumers ask again
-        topic = topics.model_chunks(m.ion, m.edge, model_id)
-        window = self.settings.publish_window
         log.info("model cache: sending %d chunk(s) of %s/%s version %s", len(indexes), m.ion,
                  m.edge, m.version)  # fmt: skip
-        for start in range(0, len(indexes), window):
-            chunks = [self.cache.read(model_id, i) for i in indexes[start : start + window]]
-            payloads = [
-                encode(new_envelope(c, source_node=self._client_id, now_ms=self._clock(),
-                                    ion=m.ion))
-                for c in chunks
-                if c is not None
-            ]  # fmt: skip
-            results = await asyncio.gather(
-                *(self.link.publish(topic, p, qos=1) for p in payloads), return_exceptions=True
-            )
-            for r in results:
-                if isinstance(r, UnavailableError | RefusedError):
-                    return
-                if isinstance(r, BaseException):
-                    raise r
-            self.cache.count("chunk.sent", len(payloads))
+        await send_cached(self.cache, self.link, model_id, indexes,
+                          window=self.settings.publish_window, source_node=self._client_id,
+                          clock=self._clock)  # fmt: skip
 
 
 def _envelopes(payload: bytes) -> tuple[Envelope, ...]:

@@ -37,8 +37,7 @@ from node.link.base import (
     MqttLink,
     Will,
 )
-from node.models.errors import ModelError
-from node.models.gateway import GatewayCache
+from node.models.gateway import GatewayCache, send_cached
 from node.models.transfer import ChunkOutcome
 from node.outbox.policy import OutboundItem, Rejected
 from node.outbox.store import OutboxStore
@@ -219,18 +218,8 @@ class Relay:
                     continue
                 for assembler in self.cache.to_verify():
                     self._tg.create_task(
-                        self._verify(assembler.manifest.model_id, assembler.verify),
-                        name=f"{self._node_id}: verify cached model",
+                        self.cache.check(assembler), name=f"{self._node_id}: verify cached model"
                     )
-
-    async def _verify(self, model_id: str, check: Callable[[], None]) -> None:
-        assert self.cache is not None
-        try:
-            await asyncio.to_thread(check)
-        except (ModelError, OSError, RuntimeError) as exc:
-            self.cache.verified(model_id, exc)
-        else:
-            self.cache.verified(model_id, None)
 
     def _answer_requests(self, topic: Topic, msg: IncomingMessage) -> bool:
         """Answer the chunk requests in ``msg`` from the cache; False when it must be
@@ -247,7 +236,7 @@ class Relay:
         for req, plan in plans:
             if plan.serve:
                 self._tg.create_task(
-                    self._serve(topic, req.model_id, plan.serve),
+                    self._serve(req.model_id, plan.serve),
                     name=f"{self._node_id}: chunks from the gateway cache",
                 )
             if plan.ask is not None and self.upstream.state is LinkState.CONNECTED:
@@ -264,32 +253,16 @@ class Relay:
         with contextlib.suppress(UnavailableError, RefusedError):
             await self.upstream.publish(topic, payload, qos=1)
 
-    async def _serve(self, topic: Topic, model_id: str, indexes: tuple[int, ...]) -> None:
+    async def _serve(self, model_id: str, indexes: tuple[int, ...]) -> None:
         """Send cached chunks down, ``publish_window`` at a time, straight to the local broker;
         stops when that link goes down (the children ask again)."""
         assert self.cache is not None
         link = self._local_link
         if link is None or link.state is not LinkState.CONNECTED:
             return
-        chunk_topic = topics.model_chunks(topic.ion, topic.edge, model_id)
-        window = self._config.models.publish_window
-        for start in range(0, len(indexes), window):
-            chunks = [self.cache.read(model_id, i) for i in indexes[start : start + window]]
-            payloads = [
-                encode(new_envelope(c, source_node=self._node_id, now_ms=self._clock(),
-                                    ion=topic.ion))
-                for c in chunks
-                if c is not None
-            ]  # fmt: skip
-            results = await asyncio.gather(
-                *(link.publish(chunk_topic, p, qos=1) for p in payloads), return_exceptions=True
-            )
-            for r in results:
-                if isinstance(r, UnavailableError | RefusedError):
-                    return
-                if isinstance(r, BaseException):
-                    raise r
-            self.cache.count("chunk.sent", len(payloads))
+        await send_cached(self.cache, link, model_id, indexes,
+                          window=self._config.models.publish_window, source_node=self._node_id,
+                          clock=self._clock)  # fmt: skip
 
 
 def _envelopes(payload: bytes) -> tuple[Envelope, ...]:

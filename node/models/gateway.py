@@ -28,17 +28,23 @@ this, and carries out the answer (``Plan``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ion import topics
+from ion.errors import RefusedError, UnavailableError
 from ion.model.manifest import ChunkRequest, ModelChunk, ModelManifest
+from ion.model.messages import new_envelope
+from ion.wire.codec import encode
 
 from .config import ModelConfig
 from .errors import ChunkMismatchError, ModelError
 from .policy import version_key
+from .sending import DirectLink
 from .transfer import Assembler, ChunkOutcome
 
 log = logging.getLogger(__name__)
@@ -161,6 +167,16 @@ class GatewayCache:
                 out.append(entry.assembler)
         return out
 
+    async def check(self, assembler: Assembler) -> None:
+        """Check one of ``to_verify``'s entries whole in a worker thread and record it."""
+        model_id = assembler.manifest.model_id
+        try:
+            await asyncio.to_thread(assembler.verify)
+        except (ModelError, OSError, RuntimeError) as exc:
+            self.verified(model_id, exc)
+        else:
+            self.verified(model_id, None)
+
     def verified(self, model_id: str, error: Exception | None) -> None:
         entry = self._entries.get(model_id)
         if entry is None:
@@ -275,3 +291,38 @@ class GatewayCache:
     def close(self) -> None:
         for entry in self._entries.values():
             entry.assembler.close()
+
+
+async def send_cached(
+    cache: GatewayCache,
+    link: DirectLink,
+    model_id: str,
+    indexes: Sequence[int],
+    *,
+    window: int,
+    source_node: str,
+    clock: Callable[[], int],
+) -> None:
+    """Send chunks ``indexes`` of ``model_id`` from ``cache`` straight over ``link``, ``window``
+    in flight; stops quietly when the link fails (whoever asked asks again).  Used by a
+    gateway's relay and by the monitor's model cache."""
+    m = cache.manifest(model_id)
+    if m is None:
+        return
+    topic = topics.model_chunks(m.ion, m.edge, model_id)
+    for start in range(0, len(indexes), window):
+        chunks = [cache.read(model_id, i) for i in indexes[start : start + window]]
+        payloads = [
+            encode(new_envelope(c, source_node=source_node, now_ms=clock(), ion=m.ion))
+            for c in chunks
+            if c is not None
+        ]
+        results = await asyncio.gather(
+            *(link.publish(topic, p, qos=1) for p in payloads), return_exceptions=True
+        )
+        for r in results:
+            if isinstance(r, UnavailableError | RefusedError):
+                return
+            if isinstance(r, BaseException):
+                raise r
+        cache.count("chunk.sent", len(payloads))
