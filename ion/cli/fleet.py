@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -206,6 +207,20 @@ def _event_line(e: EventRecord) -> str:
     help="Seconds to listen [default 3 without --follow; until Ctrl-C with it].",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line per event.")
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False),
+    help="Read the history from the monitor's store (ion monitor --db FILE) instead of "
+    "listening; with --follow, go on with live events after it.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="With --db: the newest this many events.",
+)
 @broker_options
 @reports_errors
 def events(  # noqa: PLR0917 - click passes every option as a parameter
@@ -217,6 +232,8 @@ def events(  # noqa: PLR0917 - click passes every option as a parameter
     follow: bool,
     duration: float | None,
     as_json: bool,
+    db_path: str | None,
+    limit: int,
     **kwargs: Any,
 ) -> None:
     """Events from the bus: node, pipeline and edge events, model canary verdicts and monitor
@@ -225,17 +242,26 @@ def events(  # noqa: PLR0917 - click passes every option as a parameter
     A broker keeps no history of events (only the retained canary verdicts), so without
     --follow this listens for --for seconds (3 by default) and prints what arrived, oldest
     first; with --follow it prints each event as it arrives until Ctrl-C (exit 0).  For
-    history, query the monitor's store.
+    history, --db reads the monitor's store (e.g. ion events --db monitor.db --since 2h).
     """
     from ion.client.events import EventFilter
     from ion.client.events import follow as subscribe
 
-    broker, _ = resolve_broker(kwargs)
     now = _now_ms()
     wanted = EventFilter(
         ion=ion, node=node, type_pattern=type_pattern, min_severity=severity,
         since_ms=_since_ms(since, now),
     )  # fmt: skip
+    if db_path is not None:
+        from broker.monitor.history import read_events
+
+        history = read_events(Path(db_path), wanted, limit=limit)
+        if not follow:
+            _print_events(history, as_json, f"no events in {db_path}")
+            return
+        for old in history:
+            click.echo(json.dumps(asdict(old), sort_keys=True) if as_json else _event_line(old))
+    broker, _ = resolve_broker(kwargs)
     listen = duration if duration is not None else (None if follow else 3.0)
     deadline = None if listen is None else time.monotonic() + listen
     collected: list[EventRecord] = []
@@ -259,12 +285,16 @@ def events(  # noqa: PLR0917 - click passes every option as a parameter
             raise
         return  # Ctrl-C is how --follow ends: not an error
     collected.sort(key=lambda e: e.time_ms)
+    _print_events(collected, as_json, f"no events in {listen:g}s on {broker.url}")
+
+
+def _print_events(collected: list[EventRecord], as_json: bool, none: str) -> None:
     if as_json:
         for e in collected:
             click.echo(json.dumps(asdict(e), sort_keys=True))
         return
     if not collected:
-        click.echo(f"no events in {listen:g}s on {broker.url}")
+        click.echo(none)
         return
     if rich_output():
         print_table(
