@@ -394,6 +394,26 @@ async def emit_flat_out(a: Any, edge: str, phase: int, n: int, workers: int = 10
             group.create_task(worker())
 
 
+async def emit_many_flat_out(
+    a: Any, edge: str, phase: int, n: int, batch: int, callers: int
+) -> None:
+    """``n`` messages by ``callers`` concurrent callers, each awaiting its own (durable)
+    ``emit_many`` of ``batch`` messages at a time."""
+    next_index = 0
+
+    async def caller() -> None:
+        nonlocal next_index
+        while next_index < n:
+            first = next_index
+            next_index = min(n, first + batch)
+            bodies = [body(phase, i) for i in range(first, next_index)]
+            await a.emit_many(ION_NAME, edge, bodies)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(max(1, min(callers, n // max(1, batch)))):
+            group.create_task(caller())
+
+
 async def emit_paced(a: Any, edge: str, phase: int, n: int, rate: float) -> None:
     """``n`` emits at ``rate`` per second, each started on time whatever the last one did."""
     start = time.monotonic()
@@ -541,11 +561,15 @@ class Throughput:
     """What ``measure_throughput`` found; rates in messages per second."""
 
     agent: list[float] = field(default_factory=list)
+    batched: list[float] = field(default_factory=list)  # with emit_many (if asked for)
     raw: list[float] = field(default_factory=list)
     raw_names: list[str] = field(default_factory=list)
     items_per_mqtt: list[float] = field(default_factory=list)
     cpu: list[str] = field(default_factory=list)
     timelines: list[str] = field(default_factory=list)
+    batched_items_per_mqtt: list[float] = field(default_factory=list)
+    batched_cpu: list[str] = field(default_factory=list)
+    batched_timelines: list[str] = field(default_factory=list)
     light: PhaseStats | None = None
 
 
@@ -555,9 +579,10 @@ LIGHT_PHASE = 1
 async def measure_throughput(
     broker: Any, tmp: Path, args: argparse.Namespace, *, rtt_s: float = 0.0
 ) -> Throughput:
-    """Light load, then ``args.runs`` flat-out runs of ``args.messages`` from A to B, each
-    followed by a raw paho run of as many messages; with ``rtt_s``, A and raw paho talk to
-    the broker through a proxy adding that round trip (B does not)."""
+    """Light load, then ``args.runs`` flat-out runs of ``args.messages`` from A to B (one
+    ``emit`` per message, then, unless ``args.batch`` is 0, ``emit_many`` of ``args.batch``
+    at a time), each followed by a raw paho run of as many messages; with ``rtt_s``, A and raw
+    paho talk to the broker through a proxy adding that round trip (B does not)."""
 
     out = Throughput()
     with contextlib.ExitStack() as stack:
@@ -584,25 +609,24 @@ async def measure_throughput(
 
             for run in range(args.runs):
                 phase = 10 + run
-                published0, items0 = a.sender.published, a.sender.items_acked
-                cpu = CpuMeter(pids)
-                cpu.start()
-                start = time.monotonic_ns()
-                await emit_flat_out(a, "feed", phase, args.messages)
-                stored = time.monotonic_ns()
-                await poll_until(lambda: not a.queued())
-                acked = time.monotonic_ns()
-                got = await asyncio.to_thread(sink.wait, phase, args.messages, 300)
-                cpu.stop()
-                check_complete(f"run {run}", got, args.messages)
-                out.cpu.append(cpu.describe(args.messages))
-                out.timelines.append(
-                    f"stored by A {(stored - start) / 1e9:.2f} s, acked by the broker "
-                    f"{(acked - start) / 1e9:.2f} s, all at B {(got.last_ns - start) / 1e9:.2f} s"
-                )
-                out.agent.append(args.messages / ((got.last_ns - start) / 1e9))
-                mqtt = a.sender.published - published0
-                out.items_per_mqtt.append((a.sender.items_acked - items0) / max(1, mqtt))
+                rate, per_mqtt, used, timeline = await _agent_run(
+                    a, sink, pids, phase, args.messages, lambda p: emit_flat_out(
+                        a, "feed", p, args.messages)
+                )  # fmt: skip
+                out.agent.append(rate)
+                out.items_per_mqtt.append(per_mqtt)
+                out.cpu.append(used)
+                out.timelines.append(timeline)
+                if args.batch:
+                    rate, per_mqtt, used, timeline = await _agent_run(
+                        a, sink, pids, 100 + phase, args.messages,
+                        lambda p: emit_many_flat_out(
+                            a, "feed", p, args.messages, args.batch, args.batch_callers),
+                    )  # fmt: skip
+                    out.batched.append(rate)
+                    out.batched_items_per_mqtt.append(per_mqtt)
+                    out.batched_cpu.append(used)
+                    out.batched_timelines.append(timeline)
                 # Over a long round trip only a large window counts (20 in flight make 400 msg/s
                 # at 50 ms); on loopback paho's default 20 and 100 are faster than 1,000.
                 windows = (1000,) if rtt_s else (20, 100)
@@ -611,6 +635,36 @@ async def measure_throughput(
                 out.raw.append(rate)
                 out.raw_names.append(name)
     return out
+
+
+async def _agent_run(
+    a: Any,
+    sink: Sink,
+    pids: Mapping[str, int | None],
+    phase: int,
+    n: int,
+    send: Callable[[int], Coroutine[Any, Any, None]],
+) -> tuple[float, float, str, str]:
+    """One flat-out agent run of ``n`` messages sent by ``send(phase)``: the rate, items per
+    MQTT message, the CPU line and the timeline."""
+    published0, items0 = a.sender.published, a.sender.items_acked
+    cpu = CpuMeter(pids)
+    cpu.start()
+    start = time.monotonic_ns()
+    await send(phase)
+    stored = time.monotonic_ns()
+    await poll_until(lambda: not a.queued())
+    acked = time.monotonic_ns()
+    got = await asyncio.to_thread(sink.wait, phase, n, 300)
+    cpu.stop()
+    check_complete(f"phase {phase}", got, n)
+    timeline = (
+        f"stored by A {(stored - start) / 1e9:.2f} s, acked by the broker "
+        f"{(acked - start) / 1e9:.2f} s, all at B {(got.last_ns - start) / 1e9:.2f} s"
+    )
+    mqtt = a.sender.published - published0
+    per_mqtt = (a.sender.items_acked - items0) / max(1, mqtt)
+    return n / ((got.last_ns - start) / 1e9), per_mqtt, cpu.describe(n), timeline
 
 
 def throughput_rows(t: Throughput) -> list[tuple[str, str, str]]:
@@ -628,6 +682,22 @@ def throughput_rows(t: Throughput) -> list[tuple[str, str, str]]:
     ]  # fmt: skip
 
 
+def batched_rows(t: Throughput, args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """The rows of the ``emit_many`` runs (none when they were not asked for)."""
+    if not t.batched:
+        return []
+    rate, raw = statistics.median(t.batched), statistics.median(t.raw)
+    return [
+        (f"agent: A.emit_many ({args.batch} per call, {args.batch_callers} callers) -> B",
+         f"{rate:,.0f} msg/s",
+         "runs: " + ", ".join(f"{r:,.0f}" for r in t.batched)
+         + f"; {statistics.median(t.batched_items_per_mqtt):.1f} items per MQTT message"),
+        ("ratio emit_many / raw paho", f"{rate / raw:.2f}x", ""),
+        ("CPU during the emit_many runs", "", "; ".join(t.batched_cpu)),
+        ("timeline of each emit_many run", "", "; ".join(t.batched_timelines)),
+    ]  # fmt: skip
+
+
 def throughput_args(description: str, messages: int, *, rtt: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     if rtt:
@@ -637,6 +707,12 @@ def throughput_args(description: str, messages: int, *, rtt: bool = False) -> ar
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=float, default=200.0, help="light load, msg/s")
     parser.add_argument("--light-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--batch", type=int, default=100, help="messages per emit_many call (0: no such runs)"
+    )
+    parser.add_argument(
+        "--batch-callers", type=int, default=10, help="concurrent emit_many callers"
+    )
     args = parser.parse_args()
     if args.quick:
         args.messages, args.runs, args.light_seconds = 10_000, 1, 3.0
@@ -709,10 +785,13 @@ async def _sink(url: str, data_dir: Path) -> None:
         await asyncio.to_thread(apply_ion, url)
 
         async def consume() -> None:
-            async for arrival in agent.consume(mine):
+            # A list at a time (``consume_batches``): what B's consumer costs per message is
+            # then mostly what it does with it.
+            async for arrivals in agent.consume_batches(mine):
                 now = time.monotonic_ns()
-                phase, index, t0 = stamp(arrival.envelope.body)
-                phase_of(arrival.topic.edge, phase).add(index, t0, now)
+                for arrival in arrivals:
+                    phase, index, t0 = stamp(arrival.envelope.body)
+                    phase_of(arrival.topic.edge, phase).add(index, t0, now)
 
         consumer = asyncio.create_task(consume(), name="bench consumer")
         print(json.dumps({"ready": True}), flush=True)

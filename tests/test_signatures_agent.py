@@ -35,7 +35,7 @@ from ion.model.definition import (
 )
 from ion.model.event import Event
 from ion.model.manifest import ModelManifest
-from ion.model.messages import new_envelope
+from ion.model.messages import EnvelopeBatch, new_envelope
 from ion.security import Role, SigningKey, TrustedKey, sign
 from ion.topics import TopicKind
 from ion.wire.codec import decode, encode
@@ -76,8 +76,9 @@ class Events:
             except queue.Empty:
                 return self.seen
             body = decode(msg.payload).body
-            if isinstance(body, Event):
-                self.seen.append(body)
+            # Events stored in one commit travel as one batch (an outbox run).
+            bodies = [e.body for e in body.envelopes] if isinstance(body, EnvelopeBatch) else [body]
+            self.seen += [b for b in bodies if isinstance(b, Event)]
 
     def has(self, kind: str, text: str) -> bool:
         return any(e.type == kind and text in e.message for e in self.drain())

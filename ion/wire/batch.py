@@ -64,7 +64,22 @@ def batch_payload(
     encoded: Sequence[bytes], *, message_id: str, source_node: str, now_ms: int
 ) -> bytes:
     """One payload carrying the already-encoded envelopes ``encoded`` (none of them a batch)."""
-    inner = b"".join(_ENVELOPES_TAG + _varint(len(p)) + p for p in encoded)
+    return batch_around(
+        batch_inner(encoded), message_id=message_id, source_node=source_node, now_ms=now_ms
+    )
+
+
+def batch_inner(encoded: Sequence[bytes]) -> bytes:
+    """The body of a batch holding ``encoded``: a part that batches concatenate.
+
+    Concatenated inner parts are the inner part of the concatenated batch, so a sender can
+    store a run of messages framed once and pack several such runs (and single envelopes,
+    through this function) into one MQTT message without decoding or re-framing them."""
+    return b"".join([_ENVELOPES_TAG + _varint(len(p)) + p for p in encoded])
+
+
+def batch_around(inner: bytes, *, message_id: str, source_node: str, now_ms: int) -> bytes:
+    """A batch envelope around ``inner`` (``batch_inner`` parts, concatenated)."""
     header = envelope_pb2.Envelope(
         message_id=message_id, source_node=source_node, created_ms=now_ms
     ).SerializeToString()
@@ -118,5 +133,60 @@ def encode_envelope(envelope: Envelope) -> bytes:
         ))  # fmt: skip
     except UnicodeEncodeError:
         return encode(envelope)
-    data = data_records_to_proto(body).SerializeToString(deterministic=True)
+    data = _records_bytes(body)
     return head + _DATA + _varint(len(data)) + data
+
+
+_RECORDS = data_records_to_proto  # the general case
+_PAYLOAD = _tag(4, _LEN)  # DataRecords.payload (proto/ion/v1/event.proto)
+_CONTENT_TYPE = _tag(5, _LEN)  # DataRecords.content_type
+
+
+def _records_bytes(body: DataRecords) -> bytes:
+    """``body``'s deterministic encoding; written here for payload-only records (no columns,
+    values or timestamps: opaque application messages), by protobuf otherwise."""
+    if body.columns or body.values or body.timestamps_ms:
+        return _RECORDS(body).SerializeToString(deterministic=True)
+    payload = body.payload
+    out = _PAYLOAD + _varint(len(payload)) + payload if payload else b""
+    if body.content_type:
+        out += _string(_CONTENT_TYPE, body.content_type)
+    return out
+
+
+def encode_records_run(
+    bodies: Sequence[DataRecords],
+    *,
+    message_ids: Sequence[str],
+    ion: str,
+    source_node: str,
+    stream: str,
+    first_sequence: int,
+    now_ms: int,
+) -> list[bytes]:
+    """New envelopes for ``bodies``, sequenced from ``first_sequence`` on, with the same
+    header otherwise: each the bytes ``codec.encode`` gives for it (the fields that do not
+    change along the run are encoded once).  Raises ``ValueError`` for a sequence or time the
+    wire cannot hold, ``TypeError`` for a body that is not ``DataRecords``."""
+    last = first_sequence + len(bodies) - 1
+    if first_sequence <= 0 or last >= _U64 or not 0 <= now_ms < 1 << 63:
+        raise ValueError(f"sequence {first_sequence}..{last} or time {now_ms} out of range")
+    middle = b"".join((
+        _known(_ION, ion),
+        _known(_SOURCE, source_node),
+        _CREATED + _varint(now_ms) if now_ms else b"",
+    ))  # fmt: skip
+    tail = _known(_STREAM, stream)
+    out = []
+    seq = first_sequence
+    for body, mid in zip(bodies, message_ids, strict=True):
+        if type(body) is not DataRecords:
+            raise TypeError(f"{type(body).__name__} is not DataRecords")
+        data = _records_bytes(body)
+        parts = (
+            _ID, _varint(len(mid)), mid.encode(), middle, _SEQUENCE, _varint(seq), tail,
+            _DATA, _varint(len(data)), data,
+        )  # fmt: skip
+        out.append(b"".join(parts))
+        seq += 1
+    return out

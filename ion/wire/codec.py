@@ -270,23 +270,23 @@ def _codec_of(body: Body) -> _BodyCodec:
 
 
 def _envelope_from_proto(m: pb.Envelope, *, in_batch: bool) -> Envelope:
-    if not m.message_id:
+    message_id = m.message_id
+    if not message_id:
         raise DecodeError("envelope has no message_id")
-    if not is_message_id(m.message_id):
-        raise DecodeError(f"invalid message_id {m.message_id[:80]!r}: want 32 lowercase hex digits")
     kind = m.WhichOneof("body")
     if kind is None:
-        raise DecodeError(
-            f"envelope {m.message_id} has no body (or one this version does not know)"
-        )
+        if not is_message_id(message_id):
+            raise _bad_message_id(message_id)
+        raise DecodeError(f"envelope {message_id} has no body (or one this version does not know)")
     if kind == "batch" and in_batch:
-        raise DecodeError(f"envelope {m.message_id}: batch inside a batch")
+        raise DecodeError(f"envelope {message_id[:80]!r}: batch inside a batch")
     body = _BY_KIND[kind].from_proto(getattr(m, kind))
     # A plain try rather than ``decoding(...)``: this runs for every envelope of every batch,
-    # and a context manager plus an f-string built each time cost about a third of it.
+    # and a context manager plus an f-string built each time cost about a third of it.  The
+    # message id is checked once, by ``Envelope`` (a regular expression: 5 % of the decoding).
     try:
         return Envelope(
-            message_id=m.message_id,
+            message_id=message_id,
             ion=m.ion,
             source_node=m.source_node,
             created_ms=m.created_ms,
@@ -302,4 +302,10 @@ def _envelope_from_proto(m: pb.Envelope, *, in_batch: bool) -> Envelope:
             body=body,
         )
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise DecodeError(f"invalid envelope {m.message_id}: {exc}") from exc
+        if not is_message_id(message_id):
+            raise _bad_message_id(message_id) from exc
+        raise DecodeError(f"invalid envelope {message_id}: {exc}") from exc
+
+
+def _bad_message_id(message_id: str) -> DecodeError:
+    return DecodeError(f"invalid message_id {message_id[:80]!r}: want 32 lowercase hex digits")

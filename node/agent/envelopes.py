@@ -4,7 +4,7 @@ model chunks cheaply on arrival."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from ion.model.definition import IonDefinition, IonDeleted
@@ -25,9 +25,11 @@ from ion.model.messages import (
     Trigger,
     new_envelope,
 )
-from ion.wire.batch import encode_envelope
+from ion.wire.batch import batch_inner, encode_envelope, encode_records_run
 from ion.wire.codec import DEFAULT_MAX_SIZE, decode
-from node.outbox.classes import TrafficClass
+from node.outbox.classes import OutboxConfig, TrafficClass
+from node.outbox.policy import OutboundItem
+from node.outbox.records import MAX_RUN_ITEMS
 
 _CLASS_OF: Mapping[type, TrafficClass] = {
     IonDefinition: TrafficClass.CONTROL,
@@ -46,6 +48,10 @@ _CLASS_OF: Mapping[type, TrafficClass] = {
     StatsReport: TrafficClass.STATS,
     DataRecords: TrafficClass.DATA,
 }
+
+
+# Classes whose items supersede older ones of their topic (the newest state is what counts).
+COMPACTED_CLASSES = frozenset({TrafficClass.STATS, TrafficClass.HEALTH})
 
 
 def traffic_class_of(body: object) -> TrafficClass:
@@ -71,6 +77,12 @@ class Sequencer:
         self._last[stream] = n
         return n
 
+    def take(self, stream: str, count: int) -> int:
+        """Reserve ``count`` numbers of ``stream`` in a row; returns the first."""
+        first = self._last.get(stream, 0) + 1
+        self._last[stream] = first + count - 1
+        return first
+
 
 def ordered_message_id(now_ms: int) -> str:
     """A message id (32 lowercase hex digits, as ``new_message_id``) that starts with the time.
@@ -83,6 +95,29 @@ def ordered_message_id(now_ms: int) -> str:
     land together at the end of the index and are trimmed together from its start (~10 us).
     """
     return f"{now_ms & 0xFFFF_FFFF_FFFF:012x}{secrets.token_hex(10)}"
+
+
+class MessageIds:
+    """Message ids as ``ordered_message_id`` makes them, but strictly growing within this
+    process: the first of a millisecond starts at a random point of its 80 bits, the next
+    ones count on from there (also when the clock steps back).  Receivers then find a new
+    id above everything they remember and skip looking it up (``OutboxStore.inbox_seen``).
+    Two sources collide only if their counts of one millisecond overlap (odds of about
+    n / 2^80)."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def take(self, now_ms: int, count: int = 1) -> list[str]:
+        """``count`` new ids, in increasing order."""
+        start = (now_ms & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(secrets.token_bytes(10))
+        if start <= self._last:
+            start = self._last + 1
+        end = start + count
+        if end > 1 << 128:  # after about 9,000 years of time stamps; start again at 0
+            start, end = 0, count
+        self._last = end - 1
+        return [f"{n:032x}" for n in range(start, end)]
 
 
 def sequenced(
@@ -108,6 +143,194 @@ def sequenced(
         message_id=ordered_message_id(now_ms) if message_id is None else message_id,
     )
     return env, encode_envelope(env)
+
+
+def encode_many(
+    bodies: Sequence[object],
+    *,
+    message_ids: Sequence[str],
+    source_node: str,
+    ion: str,
+    stream: str,
+    first_sequence: int,
+    now_ms: int,
+) -> list[bytes]:
+    """New envelopes for ``bodies`` numbered from ``first_sequence`` on, encoded: what
+    ``sequenced`` gives for each, with the shared header encoded once when all are
+    ``DataRecords`` (the bulk of what applications send)."""
+    if all(type(b) is DataRecords for b in bodies):
+        return encode_records_run(
+            bodies,  # type: ignore[arg-type]  # checked just above
+            message_ids=message_ids,
+            ion=ion,
+            source_node=source_node,
+            stream=stream,
+            first_sequence=first_sequence,
+            now_ms=now_ms,
+        )
+    return [
+        sequenced(
+            body,
+            source_node=source_node,
+            ion=ion,
+            stream=stream,
+            sequence=first_sequence + i,
+            now_ms=now_ms,
+            message_id=message_ids[i],
+        )[1]
+        for i, body in enumerate(bodies)
+    ]
+
+
+def run_items(
+    topic: str,
+    bodies: Sequence[object],
+    encoded: Sequence[bytes],
+    *,
+    first_sequence: int,
+    now_ms: int,
+    config: OutboxConfig,
+) -> list[OutboundItem]:
+    """The outbox items for messages ``encoded`` (of ``bodies``, numbered from
+    ``first_sequence`` on ``topic``, its own stream): consecutive small messages of one traffic
+    class, as many as the sender would pack into one MQTT message (``batch_max_items``,
+    ``batch_max_bytes``, each under ``batch_item_max_bytes``), become one run
+    (``OutboundItem.items``); the others, and every message of a compacted class, one item
+    each, as ``publish`` stores them."""
+    limit = min(config.batch_max_items, MAX_RUN_ITEMS)
+    small = config.batch_item_max_bytes
+    classes = [traffic_class_of(b) for b in bodies]
+    # Per class, not per message: an enum's hash is a Python call.
+    compacted = {c: c in COMPACTED_CLASSES for c in set(classes)}
+    items: list[OutboundItem] = []
+    start = size = 0  # the run being gathered: its first message and its bytes
+    n = len(encoded)
+    for i in range(n + 1):
+        if i < n:
+            length = len(encoded[i])
+            if (
+                0 < i - start < limit
+                and classes[i] is classes[start]
+                and not compacted[classes[i]]
+                and length < small
+                and len(encoded[start]) < small
+                and size + length <= config.batch_max_bytes
+            ):
+                size += length
+                continue
+        if i > start:  # the run start..i-1 is complete
+            cls = classes[start]
+            if i - start == 1:
+                key = topic if cls in COMPACTED_CLASSES else None
+                items.append(
+                    OutboundItem(topic, encoded[start], cls, now_ms, stream=topic,
+                                 sequence=first_sequence + start, compaction_key=key)
+                )  # fmt: skip
+            else:
+                items.append(
+                    OutboundItem(topic, batch_inner(encoded[start:i]), cls, now_ms,
+                                 stream=topic, sequence=first_sequence + i - 1, items=i - start)
+                )  # fmt: skip
+        if i < n:
+            start, size = i, len(encoded[i])
+    return items
+
+
+class Many:
+    """A ``publish_many`` request's bodies (and the caller's ids, if given)."""
+
+    __slots__ = ("bodies", "message_ids")
+
+    def __init__(self, bodies: tuple[object, ...], message_ids: tuple[str, ...] | None) -> None:
+        self.bodies = bodies
+        self.message_ids = message_ids
+
+
+# A request of one group commit: topic, body (or ``Many``), ION, correlation id, message id
+# (or None), and whatever the caller waits on (not looked at here).
+Request = tuple[str, object, str, str, str | None, object]
+
+
+def _joins(request: Request, topic: str, ion: str) -> bool:
+    """Whether ``request`` may join a run of single messages for ``topic`` of ``ion``."""
+    return (
+        request[0] == topic
+        and request[2] == ion
+        and not request[3]
+        and type(request[1]) is not Many
+    )
+
+
+def outbound_items(
+    requests: Sequence[Request],
+    *,
+    node_id: str,
+    sequencer: Sequencer,
+    ids: MessageIds,
+    config: OutboxConfig,
+    now_ms: int,
+) -> tuple[list[OutboundItem], list[tuple[int, int]]]:
+    """The outbox items for the requests of one group commit, numbered and named, and per
+    request the range of items that hold its messages (several requests may share one).
+
+    A ``Many`` becomes runs (``run_items``); so do consecutive single requests for one topic
+    and ION (each keeps its own id and sequence number): with many concurrent callers that
+    is one outbox row, send, ack and retained copy per run instead of per message.  A
+    message with a correlation id is stored on its own."""
+    items: list[OutboundItem] = []
+    owners: list[tuple[int, int]] = []
+    k = 0
+    while k < len(requests):
+        topic, body, ion, corr, *_ = requests[k]
+        base = len(items)
+        if corr:
+            items.append(_single_item(requests[k], node_id, sequencer, ids, now_ms))
+            owners.append((base, base + 1))
+            k += 1
+            continue
+        end = k + 1
+        given: Sequence[str | None]
+        if type(body) is Many:
+            bodies = body.bodies
+            given = body.message_ids or ()
+        else:
+            while end < len(requests) and _joins(requests[end], topic, ion):
+                end += 1
+            bodies = tuple(r[1] for r in requests[k:end])
+            given = [r[4] for r in requests[k:end]]
+        n = len(bodies)
+        names = ids.take(now_ms, n)
+        if any(given):
+            names = [g or i for g, i in zip(given, names, strict=True)]
+        first = sequencer.take(topic, n)
+        encoded = encode_many(
+            bodies, message_ids=names, source_node=node_id, ion=ion, stream=topic,
+            first_sequence=first, now_ms=now_ms,
+        )  # fmt: skip
+        run = run_items(topic, bodies, encoded, first_sequence=first, now_ms=now_ms, config=config)
+        items += run
+        if type(body) is Many:
+            owners.append((base, base + len(run)))
+        else:
+            owners += [
+                (base + i, base + i + 1) for i, it in enumerate(run) for _ in range(it.items)
+            ]
+        k = end
+    return items, owners
+
+
+def _single_item(
+    request: Request, node_id: str, sequencer: Sequencer, ids: MessageIds, now_ms: int
+) -> OutboundItem:
+    topic, body, ion, corr, message_id, _ = request
+    seq = sequencer.next(topic)
+    _, payload = sequenced(
+        body, source_node=node_id, ion=ion, stream=topic, sequence=seq, now_ms=now_ms,
+        correlation_id=corr, message_id=message_id or ids.take(now_ms)[0],
+    )  # fmt: skip
+    cls = traffic_class_of(body)
+    key = topic if cls in COMPACTED_CLASSES else None
+    return OutboundItem(topic, payload, cls, now_ms, stream=topic, sequence=seq, compaction_key=key)
 
 
 # -- model chunks without copying them through protobuf -------------------------------------------

@@ -15,10 +15,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from math import ceil
 
 from ion import topics
 from ion.model.messages import new_message_id
-from ion.wire.batch import batch_payload
+from ion.wire.batch import batch_around, batch_inner
 from node.link.base import LinkDown, LinkState, MqttLink
 from node.outbox.pacing import ReceiverPacing, trim_backlog
 from node.outbox.policy import SendScheduler
@@ -65,6 +66,7 @@ class Sender:
         self._released: list[int] = []
         self._connects = -1
         self._down_newest: int | None = None  # the newest id stored while the link was down
+        self._items_per_row = 1.0  # messages per backlog row lately (runs hold several)
         self.published = 0  # MQTT messages acknowledged
         self.items_acked = 0  # outbox items acknowledged (a batch holds many)
 
@@ -115,15 +117,24 @@ class Sender:
         now = self._clock()
         # Only an outage's backlog is paced; with no outage behind us everything is FIFO.
         budgets = self.pacing.all_budgets(now) if self._scheduler.live_after_id is not None else {}
+        backlog_limit = None
         if budgets:
             # Reading tens of thousands of candidates to send a paced few costs more than the
-            # sending: read about what the budgets allow, plus room for live traffic.
-            limit = min(limit, sum(budgets.values()) + self._window)
-        queues = self._store.candidates(self._scheduler.live_after_id, limit)
+            # sending: read about what the budgets allow (in rows: a run holds many messages),
+            # plus room for live traffic.
+            allowed = sum(budgets.values())
+            limit = min(limit, allowed + self._window)
+            backlog_limit = min(limit, ceil(allowed / self._items_per_row) + 1)
+        queues = self._store.candidates(
+            self._scheduler.live_after_id, limit, backlog_limit=backlog_limit
+        )
         if not queues:
             return 0
         held = False
         if budgets:
+            backlog = [p for q in queues.values() for p in q.backlog]
+            if len(backlog) > 1:  # what the next paced round may expect a row to hold
+                self._items_per_row = max(1.0, sum(p.items for p in backlog) / len(backlog))
             # Receivers acknowledge what they handle: send no more of a stream's backlog
             # than keeps them within the bound, so what is live now does not queue behind it
             # at their end (see node.outbox.pacing).
@@ -145,22 +156,27 @@ class Sender:
             last = taken[ids[-1]]
             if last[2]:
                 self.pacing.sent(last[1], last[2])
-            payload = self._payload([taken[i][0] for i in ids], now)
+            rows = [taken[i] for i in ids]
+            payload = self._payload(rows, now)
             self._in_flight += 1
             count += 1
             self._tg.create_task(
-                self._publish(send.topic, payload, ids), name=f"publish {send.topic}"
+                self._publish(send.topic, payload, ids, sum(r[3] for r in rows)),
+                name=f"publish {send.topic}",
             )
         return count
 
-    def _payload(self, batch: list[bytes], now: int) -> bytes:
-        if len(batch) == 1:
-            return batch[0]
-        return batch_payload(
-            batch, message_id=new_message_id(), source_node=self._node_id, now_ms=now
+    def _payload(self, rows: list[tuple[bytes, str, int, int]], now: int) -> bytes:
+        """One MQTT payload for ``rows`` (payload, stream, sequence, items): a single envelope
+        as stored, or a batch; a run of items is stored framed as a batch's inside already."""
+        if len(rows) == 1 and rows[0][3] == 1:
+            return rows[0][0]
+        inner = b"".join(r[0] if r[3] > 1 else batch_inner((r[0],)) for r in rows)
+        return batch_around(
+            inner, message_id=new_message_id(), source_node=self._node_id, now_ms=now
         )
 
-    async def _publish(self, topic: str, payload: bytes, ids: list[int]) -> None:
+    async def _publish(self, topic: str, payload: bytes, ids: list[int], items: int) -> None:
         try:
             await self._link.publish(topic, payload, qos=1, retain=_retained(topic))
         except LinkDown:
@@ -172,7 +188,7 @@ class Sender:
         else:
             self._acked.extend(ids)
             self.published += 1
-            self.items_acked += len(ids)
+            self.items_acked += items
         finally:
             self._in_flight -= 1
             self._wake.set()

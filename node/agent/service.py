@@ -25,7 +25,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -45,9 +45,12 @@ from ion.model.messages import (
     NodeStatus,
     RetransmitRequest,
     Severity,
+    is_message_id,
     new_envelope,
+    new_message_id,
 )
 from ion.topics import Channel, TopicKind
+from ion.wire.batch import batch_around
 from ion.wire.codec import encode
 from node.config import NodeConfig
 from node.engines.base import Engine
@@ -64,8 +67,8 @@ from node.link.base import (
     Will,
 )
 from node.local.server import LocalServer
-from node.outbox.classes import TrafficClass
-from node.outbox.policy import OutboundItem, Rejected
+from node.outbox.policy import Rejected
+from node.outbox.records import RetainedItem
 from node.outbox.store import OutboxStore
 from node.pipelines.lifecycle import StateReport
 from node.reconcile import DefinitionBook, NodePlan, PipelineKey, plan_node
@@ -74,14 +77,14 @@ from node.runner.spec import EdgePort
 from .commands import CommandGate, refusal_event_text, run_here
 from .drift import NodeDrift
 from .edgeports import IonEdges, resolve_edges
-from .envelopes import Sequencer, sequenced, traffic_class_of
+from .envelopes import Many, MessageIds, Sequencer, outbound_items, traffic_class_of
 from .held import HeldDefinitions
 from .jobenv import broker_env
 from .jobstats import JobStatsLoop
 from .models import ModelExchange
 from .pipelines import PipelineSupervisor
 from .port import LocalPort
-from .receiver import Arrival, Receiver
+from .receiver import Arrival, ArrivalQueue, Receiver
 from .sender import Sender
 from .status import ResourceSampler, build_status, pipeline_statuses, queue_statuses
 
@@ -93,10 +96,14 @@ log = logging.getLogger(__name__)
 
 LinkFactory = Callable[..., MqttLink]
 ACK_INTERVAL_S = 0.1
-_COMPACTED = {TrafficClass.STATS, TrafficClass.HEALTH}
 
 
 MAX_QUEUED_CHUNK_BYTES = 32 * 1024 * 1024
+
+
+# A request waiting for the group commit (see ``envelopes.outbound_items``), with the caller's
+# future last.
+_Request = tuple[str, object, str, str, str | None, "asyncio.Future[None]"]
 
 
 def wall_ms() -> int:
@@ -159,11 +166,9 @@ class Agent:
         self._held = HeldDefinitions(config.data_dir / "definitions")
         self._plan: NodePlan | None = None
         self._subscribed: frozenset[str] = frozenset()
-        self._pending_bodies: list[
-            tuple[str, object, str, str, str | None, asyncio.Future[None]]
-        ] = []
+        self._pending_bodies: list[_Request] = []
         self._commit_wake = asyncio.Event()
-        self._consumers: list[tuple[Callable[[Arrival], bool], asyncio.Queue[Arrival]]] = []
+        self._consumers: list[tuple[Callable[[Arrival], bool], ArrivalQueue]] = []
         self._queued_bytes = 0  # model chunk bytes waiting in consumer queues
         self._since: dict[PipelineKey, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -203,6 +208,7 @@ class Agent:
             self._store = stack.enter_context(OutboxStore(cfg.data_dir / "agent.db", cfg.outbox))
             self._store.requeue_in_flight()
             self._sequencer = Sequencer(self._store.last_sequences())
+            self._message_ids = MessageIds()
             self._sampler = ResourceSampler(cfg.data_dir)
             status_topic = topics.node_status(self.node_id)
             offline = self._status_payload(NodeState.OFFLINE)
@@ -235,6 +241,7 @@ class Agent:
                 dedup=DedupConfig(max_ids=cfg.dedup_window),
                 sequence=cfg.ordering,
                 before_remember=self._flush_pending,
+                remember_later=asyncio.get_running_loop().call_soon,
             )
             self._pending = stack.enter_context(PendingInbox(cfg.data_dir / "inbox.db"))
             self._port = LocalPort(
@@ -314,6 +321,11 @@ class Agent:
                 task.cancel()
             if self._relay is not None:
                 self._relay.stop()
+            if self._ready:
+                try:
+                    self._receiver.flush()  # what was handed on is not handed on again
+                except Exception:
+                    log.exception("node %s: could not remember the last arrivals", self.node_id)
             await self._stack.__aexit__(exc_type, exc, tb)
             log.info("node %s stopped", self.node_id)
 
@@ -353,11 +365,60 @@ class Agent:
 
         Raises ``UnavailableError`` when the outbox refuses it (full, or the agent is
         draining): the caller may try again later.
+
+        Concurrent calls for one topic that reach the same group commit are stored as runs,
+        as ``publish_many`` stores a batch: such a run is refused, dropped or expired whole.
         """
         if self._draining:
             raise UnavailableError(f"node {self.node_id} is draining")
+        if message_id is not None and not is_message_id(message_id):
+            raise InputError(f"message_id {message_id[:80]!r}: want 32 lowercase hex digits")
+        traffic_class_of(body)  # a TypeError here, not in the commit loop
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending_bodies.append((topic, body, ion, correlation_id, message_id, fut))
+        self._commit_wake.set()
+        await fut
+
+    async def publish_many(
+        self,
+        topic: str,
+        bodies: Sequence[object],
+        *,
+        ion: str = "",
+        message_ids: Sequence[str] | None = None,
+    ) -> None:
+        """``publish`` of every body in ``bodies`` for ``topic``, in order, in one request:
+        returns once all of them are durable in the outbox.
+
+        Each body is its own message (its own message id and sequence number: receivers
+        deduplicate and order them one by one), but the batch costs about one ``publish``
+        in the application and the outbox, not one per message: runs of small messages are
+        encoded together and stored, sent, retained for retransmits and, when a full class
+        drops or expires something, dropped as one outbox item (see
+        ``node.outbox.policy.OutboundItem.items``; the class's ``max_items`` counts their
+        messages).
+
+        ``message_ids`` (one per body, 32 lowercase hex digits) makes a retry idempotent, as
+        for ``publish``.  Raises ``InputError`` for a body that cannot be sent or ids that do
+        not match the bodies, and ``UnavailableError`` when the agent is draining or the outbox
+        refused any of the messages (full, or the disk): the others were stored and will be
+        sent, so send the whole batch again with the same ``message_ids`` to fill in what was
+        refused without duplicates.
+        """
+        if self._draining:
+            raise UnavailableError(f"node {self.node_id} is draining")
+        items = tuple(bodies)
+        for body in items:
+            traffic_class_of(body)  # a TypeError here, not in the commit loop
+        ids = None
+        if message_ids is not None:
+            ids = tuple(message_ids)
+            if len(ids) != len(items) or not all(is_message_id(m) for m in ids):
+                raise InputError("message_ids: one id (32 lowercase hex digits) per body")
+        if not items:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending_bodies.append((topic, Many(items, ids), ion, "", None, fut))
         self._commit_wake.set()
         await fut
 
@@ -370,6 +431,21 @@ class Agent:
             raise InputError(self._why_no_edge(ion, edge))
         await self.publish(topic, body, ion=ion, message_id=message_id)
 
+    async def emit_many(
+        self,
+        ion: str,
+        edge: str,
+        bodies: Sequence[object],
+        *,
+        message_ids: Sequence[str] | None = None,
+    ) -> None:
+        """``emit`` of every body in ``bodies``, in order, as one ``publish_many``: durable in
+        the outbox when it returns (see ``publish_many`` for what a refusal means)."""
+        topic = self._edge_topics.get((ion, edge))
+        if topic is None:
+            raise InputError(self._why_no_edge(ion, edge))
+        await self.publish_many(topic, bodies, ion=ion, message_ids=message_ids)
+
     def _why_no_edge(self, ion: str, edge: str) -> str:
         definition = self._book.active().get(ion)
         e = definition.edge(edge) if definition else None
@@ -379,22 +455,54 @@ class Agent:
 
     def consume(self, match: Callable[[Arrival], bool]) -> AsyncIterator[Arrival]:
         """What arrives (deduplicated, in order per source) and satisfies ``match``."""
-        queue: asyncio.Queue[Arrival] = asyncio.Queue()
+        queue = ArrivalQueue()
         entry = (match, queue)
         self._consumers.append(entry)
 
         async def iterate() -> AsyncIterator[Arrival]:
             try:
                 while True:
-                    arrival = await queue.get()
-                    self._queued_bytes -= _chunk_bytes(arrival)
-                    yield arrival
+                    await queue.wait()
+                    while queue:
+                        arrival = queue.take()
+                        if self._queued_bytes:  # else no queue holds a chunk
+                            self._queued_bytes -= _chunk_bytes(arrival)
+                        yield arrival
             finally:
-                self._consumers.remove(entry)
-                while not queue.empty():
-                    self._queued_bytes -= _chunk_bytes(queue.get_nowait())
+                self._stop_consuming(entry)
 
         return iterate()
+
+    def consume_batches(
+        self, match: Callable[[Arrival], bool], *, max_items: int = 1024
+    ) -> AsyncIterator[list[Arrival]]:
+        """``consume``, a list at a time: whatever has arrived (at least one, at most
+        ``max_items``), in the same order.  For consumers of many small messages: it saves
+        a resumption of the iterator per message."""
+        if max_items < 1:
+            raise InputError("max_items must be at least 1")
+        queue = ArrivalQueue()
+        entry = (match, queue)
+        self._consumers.append(entry)
+
+        async def iterate() -> AsyncIterator[list[Arrival]]:
+            try:
+                while True:
+                    await queue.wait()
+                    arrivals = queue.take_many(max_items)
+                    if self._queued_bytes:
+                        self._queued_bytes -= sum(_chunk_bytes(a) for a in arrivals)
+                    yield arrivals
+            finally:
+                self._stop_consuming(entry)
+
+        return iterate()
+
+    def _stop_consuming(self, entry: tuple[Callable[[Arrival], bool], ArrivalQueue]) -> None:
+        self._consumers.remove(entry)
+        queue = entry[1]
+        while queue:
+            self._queued_bytes -= _chunk_bytes(queue.take())
 
     def queued(self) -> int:
         return sum(c.items for c in self._store.stats().classes.values())
@@ -463,7 +571,7 @@ class Agent:
             # into TCP backpressure instead of memory growth.
             # Counted in bytes too: 10,000 model chunks of 256 KiB would be 2.5 GB.
             while self._queued_bytes > MAX_QUEUED_CHUNK_BYTES or any(  # noqa: ASYNC110
-                q.qsize() > 10_000 for _, q in self._consumers
+                len(q) > 10_000 for _, q in self._consumers
             ):
                 await asyncio.sleep(0.01)  # a consumer drains its own queue; poll it briefly
 
@@ -478,32 +586,10 @@ class Agent:
         batch, self._pending_bodies = self._pending_bodies, []
         if not batch:
             return
-        now = self._clock()
-        items = []
-        for topic, body, ion, corr, message_id, _ in batch:
-            seq = self._sequencer.next(topic)
-            _, payload = sequenced(
-                body,
-                source_node=self.node_id,
-                ion=ion,
-                stream=topic,
-                sequence=seq,
-                now_ms=now,
-                correlation_id=corr,
-                message_id=message_id,
-            )
-            cls = traffic_class_of(body)
-            items.append(
-                OutboundItem(
-                    topic,
-                    payload,
-                    cls,
-                    now,
-                    stream=topic,
-                    sequence=seq,
-                    compaction_key=topic if cls in _COMPACTED else None,
-                )
-            )
+        items, owners = outbound_items(
+            batch, node_id=self.node_id, sequencer=self._sequencer, ids=self._message_ids,
+            config=self._store.config, now_ms=self._clock(),
+        )  # fmt: skip
         try:
             results = self._store.enqueue(items)
         except Exception as exc:  # the store failing must not leave callers hanging
@@ -511,15 +597,24 @@ class Agent:
                 if not fut.done():
                     fut.set_exception(UnavailableError(f"outbox unavailable: {exc}"))
             raise
-        for result, (*_, fut) in zip(results, batch, strict=True):
+        for (start, end), (_, body, *_, fut) in zip(owners, batch, strict=True):
             if fut.done():
                 continue
-            if isinstance(result, Rejected):
-                fut.set_exception(
-                    UnavailableError(f"outbox refused the message: {result.reason.value}")
-                )
-            else:
+            refused = [
+                (items[i], r) for i in range(start, end) if isinstance(r := results[i], Rejected)
+            ]
+            if not refused:
                 fut.set_result(None)
+            elif type(body) is not Many:
+                why = refused[0][1].reason.value
+                fut.set_exception(UnavailableError(f"outbox refused the message: {why}"))
+            else:
+                n = sum(item.items for item, _ in refused)
+                why = ", ".join(sorted({r.reason.value for _, r in refused}))
+                total = sum(item.items for item in items[start:end])
+                fut.set_exception(
+                    UnavailableError(f"outbox refused {n} of {total} message(s): {why}")
+                )
         self._sender.wake()
 
     def _job_stats_loop(self) -> JobStatsLoop:
@@ -611,8 +706,14 @@ class Agent:
 
     def _on_arrival(self, arrival: Arrival) -> None:
         topic, env = arrival.topic, arrival.envelope
-        body = env.body
         kind = topic.kind
+        if kind is TopicKind.EDGE and topic.channel is not Channel.TRIGGER:
+            # Most of what arrives: first, and without the other kinds' checks.
+            if not arrival.duplicate:
+                self._keep_for_pipelines(arrival)
+            self._hand_to_consumers(arrival)
+            return
+        body = env.body
         if kind is TopicKind.DEFINITION:
             if isinstance(body, IonDefinition | IonDeleted) and body.name == topic.ion:
                 self._on_definition(body)
@@ -648,9 +749,13 @@ class Agent:
                     self._on_trigger(topic.ion, topic.edge)
             elif kind is TopicKind.EDGE and not arrival.duplicate:
                 self._keep_for_pipelines(arrival)
-            for match, queue in self._consumers:
-                if match(arrival):
-                    queue.put_nowait(arrival)
+            self._hand_to_consumers(arrival)
+
+    def _hand_to_consumers(self, arrival: Arrival) -> None:
+        for match, queue in self._consumers:
+            if match(arrival):
+                queue.put(arrival)
+                if isinstance(arrival.envelope.body, ModelChunk):
                     self._queued_bytes += _chunk_bytes(arrival)
 
     def _keep_for_pipelines(self, arrival: Arrival) -> None:
@@ -837,11 +942,20 @@ class Agent:
         for start in range(0, len(items), 256):
             chunk = items[start : start + 256]
             results = await asyncio.gather(
-                *(self._link.publish(i.topic, i.payload, qos=1) for i in chunk),
+                *(self._link.publish(i.topic, self._resend_payload(i), qos=1) for i in chunk),
                 return_exceptions=True,
             )
             if any(isinstance(r, BaseException) for r in results):
                 return  # the link went down: the requester asks again
+
+    def _resend_payload(self, item: RetainedItem) -> bytes:
+        if item.items == 1:
+            return item.payload
+        # A run is kept as a batch's inside: sent again whole (receivers drop what they have).
+        return batch_around(
+            item.payload, message_id=new_message_id(), source_node=self.node_id,
+            now_ms=self._clock(),
+        )  # fmt: skip
 
     def _problem(self, kind: str, detail: str) -> None:
         event = Event(type=kind, severity=Severity.WARNING, subject=self.node_id, message=detail)

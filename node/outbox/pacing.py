@@ -159,9 +159,9 @@ class ReceiverPacing:
 def trim_backlog(
     queues: Mapping[TrafficClass, ClassQueue], budgets: dict[str, int]
 ) -> tuple[dict[TrafficClass, ClassQueue], bool]:
-    """The candidates with each paced stream's backlog cut to its budget (live items are never
-    cut; an agent's stream is its topic), and whether anything was held back.  ``budgets`` is
-    used up as it goes."""
+    """The candidates with each paced stream's backlog cut to its budget in messages (live items
+    are never cut; an agent's stream is its topic; a run that starts within the budget goes
+    whole), and whether anything was held back.  ``budgets`` is used up as it goes."""
     trimmed: dict[TrafficClass, ClassQueue] = {}
     held = False
     for cls, queue in queues.items():
@@ -172,7 +172,7 @@ def trim_backlog(
                 backlog.append(p)
             elif left > 0:
                 backlog.append(p)
-                budgets[p.topic] = left - 1
+                budgets[p.topic] = left - p.items  # a run counts its messages
             else:
                 held = True
         if backlog or queue.live:

@@ -58,6 +58,12 @@ class OutboundItem:
     ``stream``/``sequence`` repeat what the caller embedded in the payload so that sent items can
     be found again for a retransmit request; ``sequence`` 0 means "not sequenced".
     ``compaction_key`` names what a newer item supersedes (e.g. ``stats/<pipeline>``).
+
+    ``items`` > 1: the payload is a run of that many envelopes of ``stream``, framed as the
+    inside of a batch (``ion.wire.batch.batch_inner``), numbered ``sequence - items + 1`` to
+    ``sequence``.  Such a run (``Agent.publish_many``, and the agent's group commit) is
+    stored, sent, retained, evicted and expired as one item; ``max_items``, usage and
+    counters count its messages.
     """
 
     topic: str
@@ -69,6 +75,7 @@ class OutboundItem:
     stream: str = ""
     sequence: int = 0
     compaction_key: str | None = None
+    items: int = 1
     size: int = field(init=False, repr=False, compare=False)  # counted against max_bytes
 
     def __post_init__(self) -> None:
@@ -80,6 +87,8 @@ class OutboundItem:
             raise InputError("outbox item: a sequence needs a stream, and is >= 0")
         if self.created_ms < 0:
             raise InputError("outbox item: created_ms must be >= 0")
+        if self.items != 1 and not 1 < self.items <= self.sequence:
+            raise InputError("outbox item: a run of items needs that many sequence numbers")
         object.__setattr__(self, "size", len(self.payload) + len(self.topic.encode()))
 
 
@@ -100,7 +109,7 @@ class Rejected:
 
 @dataclass(frozen=True, slots=True)
 class ClassUsage:
-    """What a class holds on disk: queued and in flight."""
+    """What a class holds on disk: queued and in flight (``items`` counts messages)."""
 
     items: int = 0
     bytes: int = 0
@@ -112,6 +121,7 @@ class Resident:
 
     id: int
     size: int
+    items: int = 1  # messages (a run holds several)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +178,7 @@ def eviction_need(
         if cfg.on_full == "reject":
             continue
         now = usage.get(cls, ClassUsage())
-        over_items = now.items + len(batch) - cfg.max_items
+        over_items = now.items + sum(i.items for i in batch) - cfg.max_items
         over_bytes = now.bytes + sum(i.size for i in batch) - cfg.max_bytes
         if over_items <= 0 and over_bytes <= 0:
             continue
@@ -220,9 +230,12 @@ class _Room:
         yield from ((r, False) for r in self.oldest if r.id not in self.gone)
         yield from ((i, False) for i in self.batch if i not in self.displaced)
 
-    def choose(self, key: str | None, size: int, sizes: list[int]) -> list[tuple[_Victim, bool]]:
-        """The fewest victims, in eviction order, that make room for ``size``; [] if none can."""
-        need_items = self.items + 1 - self.config.max_items
+    def choose(
+        self, key: str | None, size: int, count: int, sizes: list[int], counts: list[int]
+    ) -> list[tuple[_Victim, bool]]:
+        """The fewest victims, in eviction order, that make room for ``size`` bytes and
+        ``count`` messages; [] if none can."""
+        need_items = self.items + count - self.config.max_items
         need_bytes = self.bytes + size - self.config.max_bytes
         chosen: list[tuple[_Victim, bool]] = []
         seen: set[_Victim] = set()
@@ -230,8 +243,12 @@ class _Room:
             if victim not in seen:
                 seen.add(victim)
                 chosen.append((victim, same_key))
-                need_items -= 1
-                need_bytes -= victim.size if isinstance(victim, Resident) else sizes[victim]
+                if isinstance(victim, Resident):
+                    need_items -= victim.items
+                    need_bytes -= victim.size
+                else:
+                    need_items -= counts[victim]
+                    need_bytes -= sizes[victim]
                 if need_items <= 0 and need_bytes <= 0:
                     return chosen
         return []
@@ -251,6 +268,7 @@ def plan_enqueue(
     rooms: dict[TrafficClass, _Room] = {}
     outcomes: list[Admit | Rejected] = []
     sizes = [item.size for item in items]
+    counts = [item.items for item in items]
     evicted: list[int] = []
     for index, item in enumerate(items):
         cls = item.traffic_class
@@ -262,7 +280,7 @@ def plan_enqueue(
                 (oldest or {}).get(cls, ()),
                 (by_key or {}).get(cls, {}),
             )
-        cfg, counts, size = room.config, room.counts, sizes[index]
+        cfg, tally, size, count = room.config, room.counts, sizes[index], counts[index]
         expires = item.expires_ms
         if expires is None and cfg.ttl_ms is not None:
             expires = item.created_ms + cfg.ttl_ms
@@ -272,17 +290,17 @@ def plan_enqueue(
             rejected = Rejected(RejectReason.TOO_LARGE, f"{size} > {cfg.max_bytes} bytes")
         elif expires is not None and expires <= now_ms:
             rejected = Rejected(RejectReason.EXPIRED, "expired before it was stored")
-        elif room.items >= cfg.max_items or room.bytes + size > cfg.max_bytes:
+        elif room.items + count > cfg.max_items or room.bytes + size > cfg.max_bytes:
             if cfg.on_full == "reject":
                 rejected = Rejected(RejectReason.FULL, f"{cls.value} is full")
             else:
                 key = item.compaction_key if cfg.on_full == "compact" else None
-                chosen = room.choose(key, size, sizes)
+                chosen = room.choose(key, size, count, sizes, counts)
                 if not chosen:
                     rejected = Rejected(RejectReason.FULL, f"{cls.value}: nothing evictable")
         if rejected is not None:
             outcomes.append(rejected)
-            counts["rejected"] += 1
+            tally["rejected"] += count
             continue
         evicts: list[int] = []
         replaces: int | None = None
@@ -291,20 +309,22 @@ def plan_enqueue(
                 room.gone.add(victim.id)
                 evicts.append(victim.id)
                 room.bytes -= victim.size
+                gone = victim.items
                 if same_key and replaces is None:
                     replaces = victim.id
             else:
                 room.displaced.add(victim)
                 room.bytes -= sizes[victim]
+                gone = counts[victim]
                 reason = RejectReason.COMPACTED if same_key else RejectReason.DISPLACED
                 outcomes[victim] = Rejected(reason, f"superseded by item {index} of the batch")
-                counts["enqueued"] -= 1
-            room.items -= 1
-            counts["compacted" if same_key else "dropped"] += 1
+                tally["enqueued"] -= gone
+            room.items -= gone
+            tally["compacted" if same_key else "dropped"] += gone
         evicted += evicts
         outcomes.append(Admit(expires, tuple(evicts), replaces))
-        counts["enqueued"] += 1
-        room.items += 1
+        tally["enqueued"] += count
+        room.items += count
         room.bytes += size
         room.batch.append(index)
         if item.compaction_key is not None:
@@ -326,6 +346,7 @@ class Pending:
     size: int
     priority: int = 0
     expires_ms: int | None = None
+    items: int = 1  # messages (a run holds several)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,9 @@ found by skipping through the index (one seek per priority in use, usually just 
 ``expire`` scans the table: run it every minute or so, not per message (the scheduler already
 skips expired items as it meets them).
 
+A row is one message, or a run of ``items`` messages of one stream stored together
+(``OutboundItem.items``; ``sequence`` is then the run's last).
+
 Rows: ``state`` 0 = queued, 1 = in flight (handed to the MQTT client, no PUBACK yet).  An item
 is deleted only by ``ack`` (after the broker acknowledged it), by eviction or by expiry.
 ``requeue_in_flight`` at start-up makes every in-flight item queued again: at-least-once.
@@ -64,7 +67,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     stream TEXT NOT NULL,
     sequence INTEGER NOT NULL,
     ckey TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    items INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS outbox_send ON outbox (cls, state, priority DESC, id);
 CREATE INDEX IF NOT EXISTS outbox_key ON outbox (cls, ckey, state, id) WHERE ckey IS NOT NULL;
@@ -77,6 +81,7 @@ CREATE TABLE IF NOT EXISTS retained (
     payload BLOB NOT NULL,
     size INTEGER NOT NULL,
     sent_ms INTEGER NOT NULL,
+    items INTEGER NOT NULL DEFAULT 1,
     UNIQUE (stream, sequence)
 );
 CREATE TABLE IF NOT EXISTS counters (
@@ -93,6 +98,14 @@ CREATE TABLE IF NOT EXISTS inbox_stream (
     PRIMARY KEY (source, stream)
 ) WITHOUT ROWID;
 """
+# Columns added since the first schema: (table, column, definition), added to older files.
+ADDED_COLUMNS = (
+    ("outbox", "items", "INTEGER NOT NULL DEFAULT 1"),
+    ("retained", "items", "INTEGER NOT NULL DEFAULT 1"),
+)
+# A run of items (``OutboundItem.items``) holds at most this many: retransmit requests find
+# the runs that overlap a range by a bounded scan of the retained index.
+MAX_RUN_ITEMS = 4096
 # SQL is written out in full (no string building); ``IN (SELECT value FROM json_each(?))`` passes a
 # list of ids as one JSON parameter, so one prepared statement serves every batch size.
 
@@ -117,11 +130,15 @@ class StoredItem(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class RetainedItem:
+    """A sent item kept for retransmits; with ``items`` > 1 a run whose last sequence is
+    ``sequence`` and whose payload is the inside of a batch (see ``OutboundItem``)."""
+
     stream: str
     sequence: int
     topic: str
     payload: bytes
     sent_ms: int
+    items: int = 1
 
 
 @dataclass(frozen=True, slots=True)

