@@ -301,7 +301,8 @@ async def test_alerts_raised_while_the_link_is_down_are_published_when_it_return
             await node.wait_connected()
             await node.publish(*status_msg(status("edge-1", heartbeat_ms=1000), now[0]),
                                retain=True)  # fmt: skip
-        await async_wait_until(lambda: mon.core.node_state("edge-1") == "online", 5)
+        await async_wait_until(lambda: query(tmp_path / "m.db", "SELECT state FROM nodes")
+                               == [("online",)], 5)  # fmt: skip
         fake.partition("ion-monitor-mon")
         now[0] += 5_000  # five heartbeats of silence
         await async_wait_until(lambda: query(tmp_path / "m.db", "SELECT rule, state FROM alerts")

@@ -1,20 +1,24 @@
-"""The monitor's asyncio shell: MQTT in, the pure core in the middle, SQLite and alerts out.
+"""The monitor's asyncio shell: MQTT in, the writer process in the middle, alerts out.
 
 One ``MqttLink`` (aiomqtt through the project's link adapter: reconnects, TCP backpressure, a
 persistent session so nothing published while the monitor restarts is lost) subscribed to
-``ion/v1/#``.  Named tasks in one TaskGroup:
+``ion/v1/#``, and one child process, the writer (``writer.py``: decode, the pure core, the
+SQLite store), which gets every message in chunks in the order they arrived, stamped with
+the monitor's clock.  Two processes, because the link and the fold together need more than one
+core at 10,000 messages/s (docs/benchmarks.md).  Named tasks in one TaskGroup:
 
-- ``monitor-ingest``: every incoming message into ``MonitorCore.ingest`` (no awaits between
-  messages other than the link's queue);
-- ``monitor-flush``: every ``flush_interval_s``, or at once when ``max_batch`` messages are
-  folded, ``core.take()`` and one SQLite transaction in the store's own thread (so decoding
-  goes on while SQLite writes); alerts are published only once their rows are committed;
-- ``monitor-tick``: liveness and alert expiry once a second;
+- ``monitor-ingest``: messages from the link into chunks of ``_CHUNK`` for the writer (the pipe
+  and then the link's queue push back when the writer is behind);
+- ``monitor-flush``: every ``flush_interval_s``, the chunk begun and a commit request;
+- ``monitor-tick``: liveness and alert expiry once a second (with the monitor's clock);
 - ``monitor-retention``: downsampling and dropping old rows;
-- ``monitor-alerts``: publishes ``alert.fired`` / ``alert.resolved`` events (QoS 1), waiting
-  for the link when it is down.
+- ``monitor-reports``: the writer's reports (commits, with their alert transitions), and its
+  end, which ends the monitor with ``StoreError``;
+- ``monitor-alerts``: publishes ``alert.fired`` / ``alert.resolved`` events (QoS 1) once their
+  rows are committed, waiting for the link when it is down.
 
-Exit (or cancellation) stops the tasks, commits what was folded, closes the link and the DB.
+Exit (or cancellation) stops the tasks and closes the link, then ends the writer's input: it
+commits what it has, closes the database and exits (killed after a grace period if not).
 """
 
 from __future__ import annotations
@@ -25,12 +29,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 from ion import topics
 from ion.config.broker import BrokerConfig
@@ -40,14 +43,14 @@ from ion.wire.codec import encode
 from node.link.base import LinkDown, LinkOptions, MqttLink
 
 from .alerts import Alert, AlertBounds, alert_event
-from .core import MonitorCore, Writes
-from .retention import RetentionSettings, apply_retention
-from .store import MonitorStore, counters_json
+from .handover import Committed, Failed, Fold, WriterConfig
+from .retention import RetentionSettings
+from .store import StoreError
+from .writer_process import WriterGoneError, WriterProcess
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 _MAX_PENDING_ALERTS = 10_000
-_YIELD_EVERY = 200  # messages folded between two turns of the event loop
+_CHUNK = 256  # messages per frame to the writer
 
 
 def wall_ms() -> int:
@@ -59,7 +62,7 @@ class MonitorSettings:
     """Everything ``ion monitor`` is configured with (each field has a working default).
 
     flush_interval_s: longest wait before folded messages are committed (0.25 s).
-    max_batch: messages folded before a commit is started at once (5,000).
+    max_batch: messages folded before a commit is made at once (5,000).
     tick_interval_s: how often liveness and alert expiry are checked (1 s).
     retention_interval_s: how often old time series are downsampled and dropped (60 s).
     """
@@ -105,20 +108,21 @@ class Monitor:
         self._link_factory = link_factory
         self._clock = clock
         self._stack = AsyncExitStack()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="monitor-db")
-        self._wake = asyncio.Event()
         self._alerts_ready = asyncio.Event()
         self._pending_alerts: deque[Alert] = deque(maxlen=_MAX_PENDING_ALERTS)
         self._tasks: list[asyncio.Task[None]] = []
-        self._folded = 0  # messages folded since the last commit started
+        self._chunk: list[Fold] = []
+        self._flush_sent = 0  # the last flush request sent to the writer
+        self._flushed = 0  # the last one it answered
+        self._writer_gone: StoreError | None = None
         self.messages = 0  # MQTT messages taken from the link
         self.committed = 0  # of those, committed to the database
+        self.counters: dict[str, int] = {}  # the fold's counters, as of the last commit
         self.alerts_published = 0
         self.first_received: float | None = None  # time.monotonic()
         self.last_committed: float | None = None
         self.committed_changed = asyncio.Condition()
-        self.store: MonitorStore
-        self.core: MonitorCore
+        self.writer: WriterProcess
         self.link: MqttLink
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -126,12 +130,12 @@ class Monitor:
     async def __aenter__(self) -> Self:
         s = self.settings
         try:
-            self.store = await self._db(MonitorStore, s.db_path)
-            self._stack.callback(self._close_store)
-            restored = await self._db(self.store.restore)
-            self.core = MonitorCore(s.monitor_id, s.bounds, restored)
-            await self._db(self.store.set_meta, {"monitor_id": s.monitor_id,
-                                                 "started_ms": str(self._clock())})  # fmt: skip
+            self.writer = await WriterProcess.start(WriterConfig(
+                db_path=s.db_path, monitor_id=s.monitor_id, bounds=s.bounds,
+                retention=s.retention, max_batch=s.max_batch, started_ms=self._clock(),
+                log_level=logging.getLogger().getEffectiveLevel(),
+            ))  # fmt: skip
+            self._stack.push_async_callback(self._stop_writer)
             self.link = self._link_factory(
                 broker=s.broker,
                 client_id=f"ion-monitor-{s.monitor_id}",
@@ -145,6 +149,7 @@ class Monitor:
                 ("monitor-flush", self._flusher()),
                 ("monitor-tick", self._ticker()),
                 ("monitor-retention", self._retention()),
+                ("monitor-reports", self._reports()),
                 ("monitor-alerts", self._publisher()),
             ):
                 self._tasks.append(tg.create_task(coro, name=name))
@@ -163,17 +168,15 @@ class Monitor:
             task.cancel()
         await self._stack.__aexit__(exc_type, exc, tb)
 
-    def _close_store(self) -> None:
-        # Runs after the TaskGroup and the link are gone: commit what was folded, then close,
-        # in the store's thread (a cancelled commit may still be running there).
-        try:
-            if hasattr(self, "core"):
-                self._executor.submit(self._commit, self.core.take()).result()
-                self.committed += self._folded
-                self._folded = 0
-        finally:
-            self._executor.submit(self.store.close).result()
-            self._executor.shutdown(wait=True)
+    async def _stop_writer(self) -> None:
+        # Runs after the TaskGroup and the link are gone: hand over the chunk begun, then the
+        # writer commits everything and exits.
+        with contextlib.suppress(WriterGoneError):
+            self._ship()
+        failed = await self.writer.stop(self._on_report)
+        self._writer_gone = self._writer_gone or WriterGoneError("the monitor has stopped")
+        if isinstance(failed, Failed):
+            raise StoreError(failed.message)
 
     async def wait_connected(self, timeout: float) -> None:  # noqa: ASYNC109 - one clear error
         """Wait for the broker; ``UnavailableError`` after ``timeout`` seconds, the link's
@@ -190,59 +193,81 @@ class Monitor:
     # -- tasks -----------------------------------------------------------------------------------
 
     async def _ingest(self) -> None:
-        core, clock, max_batch = self.core, self._clock, self.settings.max_batch
+        clock = self._clock
         async for msg in self.link.messages():
             if self.first_received is None:
                 self.first_received = time.monotonic()
-            core.ingest(msg.topic, msg.payload, clock(), retained=msg.retain)
+            self._chunk.append((msg.topic, msg.payload, msg.retain, clock()))
             self.messages += 1
-            self._folded += 1
-            if self._folded >= max_batch:
-                self._wake.set()
-                if self._folded >= 4 * max_batch:
-                    await asyncio.sleep(0.001)  # let the commit catch up (bounded memory)
-            if not self.messages % _YIELD_EVERY:
+            if len(self._chunk) >= _CHUNK:
+                self._ship()
+                await self.writer.drain()  # the writer is behind: wait (the link queues)
                 # The link hands out a queued backlog without suspending: give the loop a turn
                 # (socket reads, PUBACKs of our alerts, the link's watchdog, the flusher).
                 await asyncio.sleep(0)
 
+    def _ship(self) -> None:
+        if self._chunk:
+            chunk, self._chunk = self._chunk, []
+            self.writer.send(("m", chunk))
+
+    def _request_flush(self) -> int:
+        """Hand over the chunk begun and ask for a commit; returns the request's id."""
+        self._ship()
+        self._flush_sent += 1
+        self.writer.send(("f", self._flush_sent))
+        return self._flush_sent
+
     async def _flusher(self) -> None:
         while True:
-            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
-            # arrives as its timeout expires, and this loop would then never stop.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.flush_interval_s):
-                    await self._wake.wait()
-            self._wake.clear()
-            await self.flush()
+            await asyncio.sleep(self.settings.flush_interval_s)
+            if self._flushed == self._flush_sent:  # (a writer behind has one to answer)
+                self._request_flush()
+                await self.writer.drain()
 
     async def flush(self) -> None:
-        """Commit everything folded so far (one transaction)."""
-        folded, self._folded = self._folded, 0
-        w = self.core.take()
-        if w.row_count or folded:
-            await self._db(self._commit, w)
-        self.committed += folded
-        if folded:
-            self.last_committed = time.monotonic()
+        """Commit everything taken from the link so far (one transaction) and wait for it."""
+        wanted = self._request_flush()
+        await self.writer.drain()
+        async with self.committed_changed:
+            await self.committed_changed.wait_for(
+                lambda: self._flushed >= wanted or self._writer_gone is not None
+            )
+        if self._flushed < wanted and self._writer_gone is not None:
+            raise self._writer_gone
+
+    async def _reports(self) -> None:
+        last: object | None = None
+        while (report := await self.writer.next_report()) is not None:
+            last = report
+            if isinstance(report, Committed):
+                self._on_report(report)
+                async with self.committed_changed:
+                    self.committed_changed.notify_all()
+            elif isinstance(report, Failed):
+                break
+        self._writer_gone = await self.writer.failure(last)
         async with self.committed_changed:
             self.committed_changed.notify_all()
-        if w.alerts:
-            self._pending_alerts.extend(w.alerts)
-            self._alerts_ready.set()
+        raise self._writer_gone
 
-    def _commit(self, w: Writes) -> None:
-        w.upserts.setdefault("meta", {})[("counters_json",)] = {
-            "key": "counters_json",
-            "value": counters_json(dict(self.core.counters)) if hasattr(self, "core") else "{}",
-        }
-        self.store.apply(w)
+    def _on_report(self, r: Committed) -> None:
+        if r.messages > self.committed:
+            self.committed = r.messages
+            self.last_committed = time.monotonic()
+        self._flushed = max(self._flushed, r.flush_id)
+        self.counters = r.counters
+        if r.alerts:
+            self._pending_alerts.extend(r.alerts)
+            self._alerts_ready.set()
 
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(self.settings.tick_interval_s)
-            self.core.tick(self._clock())
-            self._wake.set()
+            self.writer.send(("t", self._clock()))
+            if self._flushed == self._flush_sent:
+                self._request_flush()  # alerts the tick raised go out now
+            await self.writer.drain()
 
     async def _retention(self) -> None:
         while True:
@@ -250,10 +275,9 @@ class Monitor:
             await asyncio.sleep(self.settings.retention_interval_s)
 
     async def run_retention(self) -> None:
-        report = await self._db(apply_retention, self.store, self.settings.retention, self._clock())
-        if report.folded or report.dropped:
-            log.info("retention: %d rows folded into %d, %d dropped", report.folded,
-                     report.written, report.dropped)  # fmt: skip
+        """Ask the writer for a retention pass (it logs what it folded and dropped)."""
+        self.writer.send(("r", self._clock()))
+        await self.writer.drain()
 
     async def _publisher(self) -> None:
         topic = topics.monitor_alerts(self.settings.monitor_id)
@@ -274,13 +298,6 @@ class Monitor:
                     continue
                 self._pending_alerts.popleft()
                 self.alerts_published += 1
-
-    # -- helpers ---------------------------------------------------------------------------------
-
-    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn`` in the store's one thread (SQLite work never blocks the event loop)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
 
 
 async def run_until_cancelled(
