@@ -109,13 +109,23 @@ def gone(pid: int) -> bool:
     """Not running.  A killed grandchild is a zombie until whoever inherited it reaps it: when
     that is us (the test session may be a subreaper), reap it here; init's zombies count as
     gone."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
         return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] != "Z":
+        return False
+    # A zombie: reap it when it is ours (waitpid after reading the state: reaping first and
+    # then finding it a zombie left ours unreaped for the session's leak check).
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return int(fields[1]) != os.getpid()  # init's (or someone's) zombie: gone for us
+    with contextlib.suppress(FileNotFoundError):
+        Path(f"/proc/{pid}/stat").read_text()
+        return False  # not reaped yet: look again
+    return True
 
 
 def start_timeout(case: object) -> float:

@@ -161,6 +161,14 @@ async def test_a_retransmit_request_is_answered_with_the_whole_run(
         assert [e.body for e in again.body.envelopes] == [data(i) for i in range(10)]
 
 
+def sent_so_far(sender_dir: Path) -> int:
+    """The sender's progress file: values stored durably so far."""
+    try:
+        return int((sender_dir / "next").read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
 async def test_kill_9_of_a_batching_sender_mid_stream_loses_nothing(
     fresh_mosquitto: Any, tmp_path: Path
 ) -> None:
@@ -193,7 +201,14 @@ async def test_kill_9_of_a_batching_sender_mid_stream_loses_nothing(
                         env=env, stdout=out, stderr=subprocess.STDOUT,
                     )  # fmt: skip
                 if kills < 4:
-                    await asyncio.sleep(rng.uniform(0.8, 1.2))
+                    # Mid-stream, whatever the speed: once this run has stored a few thousand
+                    # more values (it resumes from its progress file), with plenty left.
+                    target = sent_so_far(sender_dir) + rng.randrange(2_000, 6_000)
+
+                    def killable(p: subprocess.Popen[bytes] = proc, t: int = target) -> bool:
+                        return p.poll() is not None or sent_so_far(sender_dir) >= t
+
+                    await async_wait_until(killable, 60)
                     if proc.poll() is None:
                         proc.kill()
                         proc.wait()
