@@ -216,15 +216,31 @@ async def test_kill_9_of_the_sending_agent_mid_stream_loses_nothing(
 ) -> None:
     """The sender (an application embedding the agent) is SIGKILLed at random moments and
     restarted; the receiver gets every value once, in order."""
+    await kill9_campaign(fresh_mosquitto.url, tmp_path, "kill9_sender.py", 6000, seed=9)
+
+
+def sent_so_far(sender_dir: Path) -> int:
+    """A kill -9 sender's progress file: values stored durably so far."""
+    try:
+        return int((sender_dir / "next").read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+async def kill9_campaign(
+    url: str, tmp_path: Path, script: str, n: int, *extra: str, seed: int, step: int = 300
+) -> None:
+    """Run the sender ``script`` (an application embedding the agent: ``tests/kill9_*.py``,
+    emitting values 0..n-1 along ``flow/feed`` and recording its progress) and SIGKILL it four
+    times mid-stream, each once it has stored between ``step`` and ``3 * step`` more values,
+    restarting it each time; the receiver must get every value once, in order."""
     import os
     import random
     import subprocess
     import sys
 
-    url = fresh_mosquitto.url
-    n = 6000
-    script = Path(__file__).with_name("kill9_sender.py")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(script.parent), *sys.path])}
+    path = Path(__file__).with_name(script)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(path.parent), *sys.path])}
     sender_dir = tmp_path / "sender"
     sender_dir.mkdir()
     # The sender runs no pipeline itself (a SIGKILLed agent's children would be orphans of
@@ -239,18 +255,25 @@ async def test_kill_9_of_the_sending_agent_mid_stream_loses_nothing(
         task = asyncio.create_task(got.run(), name="collector")
         await async_wait_until(lambda: knows(b, "flow"), 20)
         await asyncio.sleep(1.0)  # the receiver's edge subscription is in place
-        rng = random.Random(9)
+        rng = random.Random(seed)
         kills = 0
         try:
             while True:
                 log = tmp_path / f"sender-{kills}.log"
                 with log.open("w") as out:
                     proc = subprocess.Popen(
-                        [sys.executable, str(script), url, str(sender_dir), str(n)],
+                        [sys.executable, str(path), url, str(sender_dir), str(n), *extra],
                         env=env, stdout=out, stderr=subprocess.STDOUT,
                     )  # fmt: skip
                 if kills < 4:
-                    await asyncio.sleep(rng.uniform(1.0, 2.0))
+                    # Mid-stream whatever the speed: once this run stored a few more values
+                    # (it resumes from its progress file), with plenty left.
+                    target = sent_so_far(sender_dir) + rng.randrange(step, 3 * step)
+
+                    def killable(p: subprocess.Popen[bytes] = proc, t: int = target) -> bool:
+                        return p.poll() is not None or sent_so_far(sender_dir) >= t
+
+                    await async_wait_until(killable, 60)
                     if proc.poll() is None:
                         proc.kill()
                         proc.wait()
@@ -264,12 +287,12 @@ async def test_kill_9_of_the_sending_agent_mid_stream_loses_nothing(
                 lambda: len(got.items) >= n, 60, message=lambda: f"{len(got.items)}/{n}"
             )
             await asyncio.sleep(0.5)
-            assert kills == 4
             values = got.values()
             missing = sorted(set(range(n)) - set(values))
             repeated = len(values) - len(set(values))
             assert (missing[:10], repeated) == ([], 0), dict(b.receiver.counters)
             assert values == list(range(n))
+            assert kills == 4
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

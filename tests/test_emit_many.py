@@ -5,23 +5,17 @@ refusals; and kill -9 of the sending application mid-stream."""
 from __future__ import annotations
 
 import asyncio
-import os
-import random
-import subprocess
-import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from agent_support import apply, node_config, two_node_ion
 from support import async_wait_until
-from test_agent import Collector, data, knows
-from test_agent_faults import connected_pair, prove_subscribed
+from test_agent import data, knows
+from test_agent_faults import connected_pair, kill9_campaign, prove_subscribed
 
 from ion import topics
 from ion.errors import InputError, UnavailableError
-from ion.model.definition import Placement
 from ion.model.messages import EnvelopeBatch, Event, RetransmitRequest, Severity, new_envelope
 from ion.topics import Channel, TopicKind
 from ion.wire.batch import batch_around
@@ -161,76 +155,13 @@ async def test_a_retransmit_request_is_answered_with_the_whole_run(
         assert [e.body for e in again.body.envelopes] == [data(i) for i in range(10)]
 
 
-def sent_so_far(sender_dir: Path) -> int:
-    """The sender's progress file: values stored durably so far."""
-    try:
-        return int((sender_dir / "next").read_text())
-    except (FileNotFoundError, ValueError):
-        return 0
-
-
 async def test_kill_9_of_a_batching_sender_mid_stream_loses_nothing(
     fresh_mosquitto: Any, tmp_path: Path
 ) -> None:
     """As ``test_kill_9_of_the_sending_agent_mid_stream_loses_nothing``, with ``emit_many``
     of 50 at a time: every value once, in order."""
-    url = fresh_mosquitto.url
-    n = 100_000  # about 3 s of sending without the kills
-    script = Path(__file__).with_name("kill9_many_sender.py")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(script.parent), *sys.path])}
-    sender_dir = tmp_path / "sender"
-    sender_dir.mkdir()
-    ion = two_node_ion("flow", "src-1", "dst-1")
-    producer = replace(ion.pipelines[0], placement=Placement(nodes=("elsewhere",)))
-    ion = replace(ion, pipelines=(producer, ion.pipelines[1]))
-    async with Agent(node_config("dst-1", url, tmp_path)) as b:
-        await b.link.wait_connected()
-        await apply(url, ion)
-        got = Collector(b, "flow", "feed")
-        task = asyncio.create_task(got.run(), name="collector")
-        await async_wait_until(lambda: knows(b, "flow"), 20)
-        await asyncio.sleep(1.0)  # the receiver's edge subscription is in place
-        rng = random.Random(11)
-        kills = 0
-        try:
-            while True:
-                log = tmp_path / f"sender-{kills}.log"
-                with log.open("w") as out:
-                    proc = subprocess.Popen(
-                        [sys.executable, str(script), url, str(sender_dir), str(n), "50"],
-                        env=env, stdout=out, stderr=subprocess.STDOUT,
-                    )  # fmt: skip
-                if kills < 4:
-                    # Mid-stream, whatever the speed: once this run has stored a few thousand
-                    # more values (it resumes from its progress file), with plenty left.
-                    target = sent_so_far(sender_dir) + rng.randrange(2_000, 6_000)
-
-                    def killable(p: subprocess.Popen[bytes] = proc, t: int = target) -> bool:
-                        return p.poll() is not None or sent_so_far(sender_dir) >= t
-
-                    await async_wait_until(killable, 60)
-                    if proc.poll() is None:
-                        proc.kill()
-                        proc.wait()
-                        kills += 1
-                        continue
-                await asyncio.to_thread(proc.wait, 120)
-                assert proc.returncode == 0, log.read_text()
-                assert "drained" in log.read_text()
-                break
-            await async_wait_until(
-                lambda: len(got.items) >= n, 60, message=lambda: f"{len(got.items)}/{n}"
-            )
-            await asyncio.sleep(0.5)
-            values = got.values()
-            missing = sorted(set(range(n)) - set(values))
-            repeated = len(values) - len(set(values))
-            assert (missing[:10], repeated) == ([], 0), dict(b.receiver.counters)
-            assert values == list(range(n))
-            assert kills == 4
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    await kill9_campaign(fresh_mosquitto.url, tmp_path, "kill9_many_sender.py", 100_000, "50",
+                         seed=11, step=2_000)  # fmt: skip
 
 
 async def test_consume_batches_hands_on_lists_in_order(
