@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,25 @@ async def connected_pair(url: str, a: Agent, b: Agent) -> Collector:
     return Collector(b, "flow", "feed")
 
 
+@contextlib.asynccontextmanager
+async def flowing_pair(
+    url: str, tmp_path: Path, *, a_config: Any = None
+) -> AsyncIterator[tuple[Agent, Agent, Collector]]:
+    """Agents ``src-1`` (``a_config``, by default a plain node on ``url``) and ``dst-1`` with
+    ION ``flow`` from one to the other applied on ``url``; ``dst-1`` collects edge ``feed``
+    while the block runs, and ``src-1`` is proven to reach it (a probe value -1 first)."""
+    a_config = a_config or node_config("src-1", url, tmp_path)
+    async with Agent(a_config) as a, Agent(node_config("dst-1", url, tmp_path)) as b:
+        got = await connected_pair(url, a, b)
+        task = asyncio.create_task(got.run(), name="collector")
+        try:
+            await prove_subscribed(a, got)
+            yield a, b, got
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 async def prove_subscribed(a: Agent, got: Collector) -> None:
     async def probe() -> bool:
         if got.items:
@@ -49,43 +70,31 @@ async def test_broker_restart_mid_stream_loses_nothing(
 ) -> None:
     """A SIGKILLed broker loses messages it had acknowledged; sequence gaps bring them back."""
     url = fresh_mosquitto.url
-    async with (
-        Agent(node_config("src-1", url, tmp_path)) as a,
-        Agent(node_config("dst-1", url, tmp_path)) as b,
-    ):
-        got = await connected_pair(url, a, b)
-        task = asyncio.create_task(got.run(), name="collector")
-        try:
-            await prove_subscribed(a, got)
-            base, n = len(got.items), 4000
+    async with flowing_pair(url, tmp_path) as (a, b, got):
+        base, n = len(got.items), 4000
 
-            async def produce() -> None:
-                for i in range(n):
-                    while True:
-                        try:
-                            await a.emit("flow", "feed", data(i))
-                            break
-                        except UnavailableError:
-                            await asyncio.sleep(0.1)
-                    if i % 100 == 0:
-                        await asyncio.sleep(0.02)
+        async def produce() -> None:
+            for i in range(n):
+                while True:
+                    try:
+                        await a.emit("flow", "feed", data(i))
+                        break
+                    except UnavailableError:
+                        await asyncio.sleep(0.1)
+                if i % 100 == 0:
+                    await asyncio.sleep(0.02)
 
-            producer = asyncio.create_task(produce(), name="producer")
-            await async_wait_until(lambda: len(got.items) > base + n // 4, 30)
-            await asyncio.to_thread(fresh_mosquitto.restart, crash=crash)
-            await producer
-            await async_wait_until(
-                lambda: len(got.items) >= base + n,
-                90,
-                message=lambda: (
-                    f"{len(got.items) - base}/{n}; receiver {dict(b.receiver.counters)}"
-                ),
-            )
-            await asyncio.sleep(0.5)
-            assert got.values()[base:] == list(range(n))
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        producer = asyncio.create_task(produce(), name="producer")
+        await async_wait_until(lambda: len(got.items) > base + n // 4, 30)
+        await asyncio.to_thread(fresh_mosquitto.restart, crash=crash)
+        await producer
+        await async_wait_until(
+            lambda: len(got.items) >= base + n,
+            90,
+            message=lambda: f"{len(got.items) - base}/{n}; receiver {dict(b.receiver.counters)}",
+        )
+        await asyncio.sleep(0.5)
+        assert got.values()[base:] == list(range(n))
 
 
 async def test_full_data_class_drops_the_oldest(
@@ -94,29 +103,20 @@ async def test_full_data_class_drops_the_oldest(
     url = fresh_mosquitto.url
     proxy = proxy_factory(fresh_mosquitto.host, fresh_mosquitto.port)
     small = {"classes": {"data": {"max_items": 100, "on_full": "drop_oldest"}}}
-    async with (
-        Agent(node_config("src-1", proxy.url, tmp_path, outbox=small)) as a,
-        Agent(node_config("dst-1", url, tmp_path)) as b,
-    ):
-        got = await connected_pair(url, a, b)
-        task = asyncio.create_task(got.run(), name="collector")
-        try:
-            await prove_subscribed(a, got)
-            base = len(got.items)
-            proxy.cut()
-            await async_wait_until(lambda: not a.status().links[0].connected, 10)
-            for i in range(300):
-                await a.emit("flow", "feed", data(i))
-            assert a.queued() == 100
-            dropped = {q.traffic_class: q.dropped for q in a.status().queues}
-            assert dropped["data"] == 200
-            proxy.restore()
-            await async_wait_until(lambda: len(got.items) >= base + 100, 30)
-            await asyncio.sleep(0.5)
-            assert got.values()[base:] == list(range(200, 300))  # the newest, in order
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    a_config = node_config("src-1", proxy.url, tmp_path, outbox=small)
+    async with flowing_pair(url, tmp_path, a_config=a_config) as (a, _, got):
+        base = len(got.items)
+        proxy.cut()
+        await async_wait_until(lambda: not a.status().links[0].connected, 10)
+        for i in range(300):
+            await a.emit("flow", "feed", data(i))
+        assert a.queued() == 100
+        dropped = {q.traffic_class: q.dropped for q in a.status().queues}
+        assert dropped["data"] == 200
+        proxy.restore()
+        await async_wait_until(lambda: len(got.items) >= base + 100, 30)
+        await asyncio.sleep(0.5)
+        assert got.values()[base:] == list(range(200, 300))  # the newest, in order
 
 
 async def test_full_class_with_reject_refuses_the_caller(

@@ -12,7 +12,7 @@ import pytest
 from agent_support import apply, node_config, two_node_ion
 from support import async_wait_until
 from test_agent import data, knows
-from test_agent_faults import connected_pair, kill9_campaign, prove_subscribed
+from test_agent_faults import connected_pair, flowing_pair, kill9_campaign, prove_subscribed
 
 from ion import topics
 from ion.errors import InputError, UnavailableError
@@ -29,59 +29,39 @@ async def test_every_message_arrives_once_and_in_order_mixed_with_emit(
     fresh_mosquitto: Any, tmp_path: Path
 ) -> None:
     url = fresh_mosquitto.url
-    async with (
-        Agent(node_config("src-1", url, tmp_path)) as a,
-        Agent(node_config("dst-1", url, tmp_path)) as b,
-    ):
-        got = await connected_pair(url, a, b)
-        task = asyncio.create_task(got.run(), name="collector")
-        try:
-            await prove_subscribed(a, got)
-            base = len(got.items)
-            published = a.sender.published
-            await a.emit("flow", "feed", data(0))
-            await asyncio.gather(
-                a.emit_many("flow", "feed", [data(i) for i in range(1, 301)]),
-                a.emit("flow", "feed", data(301)),  # queued after the batch: numbered after it
-            )
-            await a.emit_many("flow", "feed", [data(302)])
-            await a.emit_many("flow", "feed", [])
-            await async_wait_until(lambda: len(got.items) - base >= 303, 20)
-            await asyncio.sleep(0.3)
-            assert got.values()[base:] == list(range(303))
-            seqs = [x.envelope.sequence for x in got.items[base:]]
-            assert seqs == list(range(seqs[0], seqs[0] + 303))
-            assert a.sender.published - published < 20  # runs of up to 64 per MQTT message
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    async with flowing_pair(url, tmp_path) as (a, _b, got):
+        base = len(got.items)
+        published = a.sender.published
+        await a.emit("flow", "feed", data(0))
+        await asyncio.gather(
+            a.emit_many("flow", "feed", [data(i) for i in range(1, 301)]),
+            a.emit("flow", "feed", data(301)),  # queued after the batch: numbered after it
+        )
+        await a.emit_many("flow", "feed", [data(302)])
+        await a.emit_many("flow", "feed", [])
+        await async_wait_until(lambda: len(got.items) - base >= 303, 20)
+        await asyncio.sleep(0.3)
+        assert got.values()[base:] == list(range(303))
+        seqs = [x.envelope.sequence for x in got.items[base:]]
+        assert seqs == list(range(seqs[0], seqs[0] + 303))
+        assert a.sender.published - published < 20  # runs of up to 64 per MQTT message
 
 
 async def test_the_same_batch_again_with_its_ids_is_not_delivered_twice(
     fresh_mosquitto: Any, tmp_path: Path
 ) -> None:
     url = fresh_mosquitto.url
-    async with (
-        Agent(node_config("src-1", url, tmp_path)) as a,
-        Agent(node_config("dst-1", url, tmp_path)) as b,
-    ):
-        got = await connected_pair(url, a, b)
-        task = asyncio.create_task(got.run(), name="collector")
-        try:
-            await prove_subscribed(a, got)
-            base = len(got.items)
-            ids = [f"{i:032x}" for i in range(1, 101)]
-            bodies = [data(i) for i in range(100)]
-            await a.emit_many("flow", "feed", bodies, message_ids=ids)
-            await a.emit_many("flow", "feed", bodies[40:], message_ids=ids[40:])  # a retry
-            await a.emit_many("flow", "feed", [data(100)])
-            await async_wait_until(lambda: got.values()[-1:] == [100], 20)
-            await asyncio.sleep(0.3)
-            assert got.values()[base:] == list(range(101))
-            assert b.receiver.counters["duplicate"] == 60
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    async with flowing_pair(url, tmp_path) as (a, b, got):
+        base = len(got.items)
+        ids = [f"{i:032x}" for i in range(1, 101)]
+        bodies = [data(i) for i in range(100)]
+        await a.emit_many("flow", "feed", bodies, message_ids=ids)
+        await a.emit_many("flow", "feed", bodies[40:], message_ids=ids[40:])  # a retry
+        await a.emit_many("flow", "feed", [data(100)])
+        await async_wait_until(lambda: got.values()[-1:] == [100], 20)
+        await asyncio.sleep(0.3)
+        assert got.values()[base:] == list(range(101))
+        assert b.receiver.counters["duplicate"] == 60
 
 
 def unreachable_config(tmp_path: Path, **extra: Any) -> Any:
