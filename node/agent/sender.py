@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from math import ceil
 
 from ion import topics
@@ -167,14 +167,8 @@ class Sender:
         return count
 
     def _payload(self, rows: list[tuple[bytes, str, int, int]], now: int) -> bytes:
-        """One MQTT payload for ``rows`` (payload, stream, sequence, items): a single envelope
-        as stored, or a batch; a run of items is stored framed as a batch's inside already."""
-        if len(rows) == 1 and rows[0][3] == 1:
-            return rows[0][0]
-        inner = b"".join(r[0] if r[3] > 1 else batch_inner((r[0],)) for r in rows)
-        return batch_around(
-            inner, message_id=new_message_id(), source_node=self._node_id, now_ms=now
-        )
+        """One MQTT payload for ``rows`` (payload, stream, sequence, items)."""
+        return mqtt_payload([(r[0], r[3]) for r in rows], source_node=self._node_id, now_ms=now)
 
     async def _publish(self, topic: str, payload: bytes, ids: list[int], items: int) -> None:
         try:
@@ -221,3 +215,14 @@ class Sender:
             # in the same loop turn as the wake-up, and the sender task would never end.
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
+
+
+def mqtt_payload(stored: Sequence[tuple[bytes, int]], *, source_node: str, now_ms: int) -> bytes:
+    """One MQTT payload for stored outbox payloads ``(payload, items)``: a lone envelope as it
+    was stored, else a new batch around them (a run, ``items`` > 1, is stored framed as a
+    batch's inside already).  For sending and for answering retransmit requests alike."""
+    if len(stored) == 1 and stored[0][1] == 1:
+        return stored[0][0]
+    inner = b"".join(p if n > 1 else batch_inner((p,)) for p, n in stored)
+    return batch_around(inner, message_id=new_message_id(), source_node=source_node,
+                        now_ms=now_ms)  # fmt: skip

@@ -47,10 +47,8 @@ from ion.model.messages import (
     Severity,
     is_message_id,
     new_envelope,
-    new_message_id,
 )
 from ion.topics import Channel, TopicKind
-from ion.wire.batch import batch_around
 from ion.wire.codec import encode
 from node.config import NodeConfig
 from node.engines.base import Engine
@@ -85,7 +83,7 @@ from .models import ModelExchange
 from .pipelines import PipelineSupervisor
 from .port import LocalPort
 from .receiver import Arrival, ArrivalQueue, Receiver
-from .sender import Sender
+from .sender import Sender, mqtt_payload
 from .status import ResourceSampler, build_status, pipeline_statuses, queue_statuses
 
 if TYPE_CHECKING:
@@ -949,13 +947,9 @@ class Agent:
                 return  # the link went down: the requester asks again
 
     def _resend_payload(self, item: RetainedItem) -> bytes:
-        if item.items == 1:
-            return item.payload
-        # A run is kept as a batch's inside: sent again whole (receivers drop what they have).
-        return batch_around(
-            item.payload, message_id=new_message_id(), source_node=self.node_id,
-            now_ms=self._clock(),
-        )  # fmt: skip
+        # A run is sent again whole (receivers drop what they have).
+        return mqtt_payload([(item.payload, item.items)], source_node=self.node_id,
+                            now_ms=self._clock())  # fmt: skip
 
     def _problem(self, kind: str, detail: str) -> None:
         event = Event(type=kind, severity=Severity.WARNING, subject=self.node_id, message=detail)
