@@ -838,16 +838,13 @@ def _watch(host: str, port: int, topic: str) -> None:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from ion.model.messages import EnvelopeBatch
-    from ion.wire.codec import decode
+    from ion.wire.codec import decode_all
 
     got: dict[int, list[float]] = {}
 
     def on_message(client: Any, userdata: Any, msg: Any) -> None:
         now = time.monotonic_ns()
-        env = decode(msg.payload)
-        inner = env.body.envelopes if isinstance(env.body, EnvelopeBatch) else (env,)
-        for e in inner:
+        for e in decode_all(msg.payload):
             phase, _, t0 = stamp(e.body)
             got.setdefault(phase, []).append((now - t0) / 1e6)
 

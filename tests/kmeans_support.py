@@ -14,8 +14,7 @@ from typing import Any
 from ion.errors import DecodeError
 from ion.model.event import Event, Trigger
 from ion.model.health import HealthReport, StatsReport
-from ion.model.messages import EnvelopeBatch
-from ion.wire.codec import decode
+from ion.wire.codec import decode_all
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "kmeans"
@@ -141,10 +140,9 @@ class Watcher:
             except queue.Empty:
                 return
             try:
-                env = decode(msg.payload)
+                envs = decode_all(msg.payload)
             except DecodeError:
                 continue
-            envs = env.body.envelopes if isinstance(env.body, EnvelopeBatch) else (env,)
             for e in envs:
                 if isinstance(e.body, HealthReport):
                     self.health.append((e.source_node, e.body))

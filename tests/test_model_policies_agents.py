@@ -47,9 +47,9 @@ from ion.model.definition import (
 from ion.model.event import Event
 from ion.model.health import DriftScore, HealthReport
 from ion.model.manifest import ModelManifest
-from ion.model.messages import EnvelopeBatch, new_envelope
+from ion.model.messages import new_envelope
 from ion.topics import Channel
-from ion.wire.codec import decode, encode
+from ion.wire.codec import decode_all, encode
 from node.agent.service import Agent
 from node.models.artifact import ModelArtifact
 
@@ -93,8 +93,7 @@ class EventTap:
         assert ready.wait(10), "the event tap could not subscribe"
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-        env = decode(bytes(msg.payload))
-        items = env.body.envelopes if isinstance(env.body, EnvelopeBatch) else (env,)
+        items = decode_all(bytes(msg.payload))
         node = topics.parse(msg.topic).node
         with self._lock:
             for e in items:

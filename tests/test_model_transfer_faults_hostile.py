@@ -34,9 +34,9 @@ from ion.model.definition import (
 )
 from ion.model.event import Event
 from ion.model.manifest import ArtifactLayout, ModelChunk, ModelManifest
-from ion.model.messages import EnvelopeBatch, new_envelope
+from ion.model.messages import new_envelope
 from ion.topics import TopicKind
-from ion.wire.codec import decode, encode
+from ion.wire.codec import decode_all, encode
 from node.agent.service import Agent
 from node.models.artifact import ModelArtifact
 from node.models.pack import Packed
@@ -87,8 +87,7 @@ class Events:
 
     def of(self, kind: str) -> list[Event]:
         while not self.client.messages.empty():
-            env = decode(self.client.messages.get().payload)
-            inner = env.body.envelopes if isinstance(env.body, EnvelopeBatch) else (env,)
+            inner = decode_all(self.client.messages.get().payload)
             self.seen.extend(e.body for e in inner if isinstance(e.body, Event))
         return [e for e in self.seen if e.type == kind]
 

@@ -35,10 +35,10 @@ from ion.model.definition import (
 )
 from ion.model.event import Event
 from ion.model.manifest import ModelManifest
-from ion.model.messages import EnvelopeBatch, new_envelope
+from ion.model.messages import new_envelope
 from ion.security import Role, SigningKey, TrustedKey, sign
 from ion.topics import TopicKind
-from ion.wire.codec import decode, encode
+from ion.wire.codec import decode_all, encode
 from node.agent.service import Agent
 from node.models.artifact import ModelArtifact
 from node.pipelines.lifecycle import State
@@ -75,10 +75,8 @@ class Events:
                 msg = self._client.messages.get_nowait()
             except queue.Empty:
                 return self.seen
-            body = decode(msg.payload).body
             # Events stored in one commit travel as one batch (an outbox run).
-            bodies = [e.body for e in body.envelopes] if isinstance(body, EnvelopeBatch) else [body]
-            self.seen += [b for b in bodies if isinstance(b, Event)]
+            self.seen += [e.body for e in decode_all(msg.payload) if isinstance(e.body, Event)]
 
     def has(self, kind: str, text: str) -> bool:
         return any(e.type == kind and text in e.message for e in self.drain())

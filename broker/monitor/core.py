@@ -31,10 +31,10 @@ from ion.model.definition import IonDefinition, IonDeleted
 from ion.model.event import Event, Severity, Trigger
 from ion.model.health import DriftScore, HealthReport, StatsReport
 from ion.model.manifest import ModelManifest
-from ion.model.messages import Envelope, EnvelopeBatch
+from ion.model.messages import Envelope
 from ion.model.status import NodeState, NodeStatus
 from ion.topics import Channel, Topic, TopicError, TopicKind
-from ion.wire.codec import decode
+from ion.wire.codec import decode, unbatched
 
 from . import rows
 from .alerts import Alert, AlertBounds, AlertEngine, Condition, alert_event
@@ -158,8 +158,7 @@ class MonitorCore:
         except DecodeError as exc:
             self._malformed("payload", f"{topic}: {exc}")
             return 0
-        body = env.body
-        envelopes = body.envelopes if isinstance(body, EnvelopeBatch) else (env,)
+        envelopes = unbatched(env)
         if parsed.kind is TopicKind.MONITOR_ALERTS and topic == self._own_alerts:
             return len(envelopes)  # our own alerts, already stored when raised
         for e in envelopes:

@@ -42,11 +42,10 @@ from ion import topics
 from ion.config.broker import BrokerConfig
 from ion.errors import DecodeError
 from ion.model.manifest import ChunkRequest, ModelChunk, ModelManifest
-from ion.model.messages import Envelope, EnvelopeBatch
 from ion.model.status import NodeState, NodeStatus
 from ion.security.trust import TrustConfig
 from ion.topics import TopicError, TopicKind
-from ion.wire.codec import decode
+from ion.wire.codec import decode_all
 from node.link.base import IncomingMessage, LinkOptions, LinkState, MqttLink
 from node.models.config import GiB, ModelConfig
 from node.models.errors import ModelError
@@ -283,7 +282,7 @@ class ModelCache:
     def on_message(self, msg: IncomingMessage) -> None:
         try:
             topic = topics.parse(msg.topic)
-            envelopes = _envelopes(msg.payload)
+            envelopes = decode_all(msg.payload)
         except (TopicError, DecodeError):
             self.cache.count("malformed")
             return
@@ -342,8 +341,3 @@ class ModelCache:
         await send_cached(self.cache, self.link, model_id, indexes,
                           window=self.settings.publish_window, source_node=self._client_id,
                           clock=self._clock)  # fmt: skip
-
-
-def _envelopes(payload: bytes) -> tuple[Envelope, ...]:
-    env = decode(payload)
-    return env.body.envelopes if isinstance(env.body, EnvelopeBatch) else (env,)

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from ion import topics
 from ion.config.broker import BrokerConfig
 from ion.errors import DecodeError, InputError
-from ion.model.messages import Envelope, EnvelopeBatch, Event, Severity
+from ion.model.messages import Event, Severity
 from ion.topics import TopicError, TopicKind
-from ion.wire.codec import decode
+from ion.wire.codec import decode_all
 
 from .session import RetainedMessage, connect
 
@@ -79,12 +79,8 @@ def event_records(topic: str, payload: bytes) -> list[EventRecord]:
     source = _SOURCE_OF.get(parsed.kind)
     if source is None:
         raise TopicError(f"{topic!r} carries no events")
-    envelope = decode(payload)
-    envelopes: tuple[Envelope, ...] = (
-        envelope.body.envelopes if isinstance(envelope.body, EnvelopeBatch) else (envelope,)
-    )
     out = []
-    for env in envelopes:
+    for env in decode_all(payload):
         body = env.body
         if not isinstance(body, Event):
             continue

@@ -147,6 +147,17 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
     return envelope_from_proto(m)
 
 
+def unbatched(envelope: Envelope) -> tuple[Envelope, ...]:
+    """The envelopes ``envelope`` carries: those of an ``EnvelopeBatch``, else itself."""
+    body = envelope.body
+    return body.envelopes if isinstance(body, EnvelopeBatch) else (envelope,)
+
+
+def decode_all(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> tuple[Envelope, ...]:
+    """``decode``, a batch unpacked: every envelope an MQTT payload carries."""
+    return unbatched(decode(data, max_size=max_size))
+
+
 def body_kind(envelope: Envelope) -> str:
     """The name of the envelope's ``body`` oneof field, e.g. ``"node_status"``."""
     return _codec_of(envelope.body).kind

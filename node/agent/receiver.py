@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from ion import topics
 from ion.errors import DecodeError
-from ion.model.messages import Envelope, EnvelopeBatch
+from ion.model.messages import Envelope
 from ion.topics import Topic, TopicError
-from ion.wire.codec import decode
+from ion.wire.codec import decode, unbatched
 from node.agent.envelopes import decode_chunk_envelope
 from node.inbox.dedup import DedupConfig, screen, trim_for
 from node.inbox.sequence import (
@@ -163,7 +163,7 @@ class Receiver:
             self._malformed("payload", f"{msg.topic}: {exc}")
             return
         self.counters["received"] += 1
-        envelopes = env.body.envelopes if isinstance(env.body, EnvelopeBatch) else (env,)
+        envelopes = unbatched(env)
         if topic.kind is topics.TopicKind.MODEL_CHUNKS:
             self._chunks(topic, envelopes)
             return

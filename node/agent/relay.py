@@ -25,9 +25,9 @@ from contextlib import AsyncExitStack
 from ion import topics
 from ion.errors import DecodeError, RefusedError, UnavailableError
 from ion.model.manifest import ChunkRequest, ModelChunk, ModelManifest
-from ion.model.messages import Envelope, EnvelopeBatch, new_envelope
+from ion.model.messages import Envelope, new_envelope
 from ion.topics import Topic, TopicError, TopicKind
-from ion.wire.codec import decode, encode
+from ion.wire.codec import decode_all, encode
 from node.config import NodeConfig, RelayConfig
 from node.link.base import (
     IncomingMessage,
@@ -267,10 +267,9 @@ class Relay:
 
 def _envelopes(payload: bytes) -> tuple[Envelope, ...]:
     try:
-        env = decode(payload)
+        return decode_all(payload)
     except DecodeError:
         return ()  # the final receiver counts and reports it
-    return env.body.envelopes if isinstance(env.body, EnvelopeBatch) else (env,)
 
 
 def _refusal(config: NodeConfig, m: ModelManifest) -> str:
