@@ -221,11 +221,7 @@ def run_items(
         if i > start:  # the run start..i-1 is complete
             cls = classes[start]
             if i - start == 1:
-                key = topic if cls in COMPACTED_CLASSES else None
-                items.append(
-                    OutboundItem(topic, encoded[start], cls, now_ms, stream=topic,
-                                 sequence=first_sequence + start, compaction_key=key)
-                )  # fmt: skip
+                items.append(_one(topic, encoded[start], cls, now_ms, first_sequence + start))
             else:
                 items.append(
                     OutboundItem(topic, batch_inner(encoded[start:i]), cls, now_ms,
@@ -328,7 +324,11 @@ def _single_item(
         body, source_node=node_id, ion=ion, stream=topic, sequence=seq, now_ms=now_ms,
         correlation_id=corr, message_id=message_id or ids.take(now_ms)[0],
     )  # fmt: skip
-    cls = traffic_class_of(body)
+    return _one(topic, payload, traffic_class_of(body), now_ms, seq)
+
+
+def _one(topic: str, payload: bytes, cls: TrafficClass, now_ms: int, seq: int) -> OutboundItem:
+    """One message as one outbox item (a compacted class's newest supersedes its topic's)."""
     key = topic if cls in COMPACTED_CLASSES else None
     return OutboundItem(topic, payload, cls, now_ms, stream=topic, sequence=seq, compaction_key=key)
 
