@@ -14,11 +14,11 @@ from ion import topics
 from ion.errors import InputError
 from ion.model.event import DataRecords, Event, Severity
 from ion.model.health import HealthReport
-from ion.model.messages import Envelope, EnvelopeBatch, is_message_id, new_envelope
+from ion.model.messages import Envelope, EnvelopeBatch, MessageIds, is_message_id, new_envelope
 from ion.topics import Channel
 from ion.wire.batch import batch_around, batch_inner, batch_payload, encode_records_run
 from ion.wire.codec import decode, encode
-from node.agent.envelopes import MessageIds, Sequencer, encode_many, run_items
+from node.agent.envelopes import Sequencer, encode_many, run_items
 from node.agent.receiver import Arrival, Receiver
 from node.inbox.dedup import DedupTrim
 from node.link.base import IncomingMessage

@@ -124,6 +124,30 @@ def new_message_id() -> str:
     return secrets.token_hex(16)
 
 
+class MessageIds:
+    """Message ids that grow: 12 hex digits of milliseconds (48 bits), then 80 bits that start
+    at a random point and count on from the last id while the clock stands (or steps back).
+    What agents and the SDK send.  Receivers keep the ids they handled in an indexed window:
+    ids in time order land at its end instead of on random pages (measured: ~30 us of CPU per
+    remembered id with random ids, ~11 us in order), and a new id above everything they
+    remember needs no lookup (``OutboxStore.inbox_seen``).  Two sources collide only if their
+    counts of one millisecond overlap (odds of about n / 2^80).  Not thread-safe."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def take(self, now_ms: int, count: int = 1) -> list[str]:
+        """``count`` new ids, in increasing order."""
+        start = (now_ms & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(secrets.token_bytes(10))
+        if start <= self._last:
+            start = self._last + 1
+        end = start + count
+        if end > 1 << 128:  # after about 9,000 years of time stamps; start again at 0
+            start, end = 0, count
+        self._last = end - 1
+        return [f"{n:032x}" for n in range(start, end)]
+
+
 @dataclass(frozen=True, slots=True)
 class Hop:
     """One relay a message passed through (relays append themselves), for lag per hop."""

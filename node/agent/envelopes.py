@@ -17,6 +17,7 @@ from ion.model.messages import (
     Envelope,
     Event,
     HealthReport,
+    MessageIds,
     ModelChunk,
     ModelManifest,
     NodeStatus,
@@ -95,29 +96,6 @@ def ordered_message_id(now_ms: int) -> str:
     land together at the end of the index and are trimmed together from its start (~10 us).
     """
     return f"{now_ms & 0xFFFF_FFFF_FFFF:012x}{secrets.token_hex(10)}"
-
-
-class MessageIds:
-    """Message ids as ``ordered_message_id`` makes them, but strictly growing within this
-    process: the first of a millisecond starts at a random point of its 80 bits, the next
-    ones count on from there (also when the clock steps back).  Receivers then find a new
-    id above everything they remember and skip looking it up (``OutboxStore.inbox_seen``).
-    Two sources collide only if their counts of one millisecond overlap (odds of about
-    n / 2^80)."""
-
-    def __init__(self) -> None:
-        self._last = 0
-
-    def take(self, now_ms: int, count: int = 1) -> list[str]:
-        """``count`` new ids, in increasing order."""
-        start = (now_ms & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(secrets.token_bytes(10))
-        if start <= self._last:
-            start = self._last + 1
-        end = start + count
-        if end > 1 << 128:  # after about 9,000 years of time stamps; start again at 0
-            start, end = 0, count
-        self._last = end - 1
-        return [f"{n:032x}" for n in range(start, end)]
 
 
 def sequenced(

@@ -41,6 +41,7 @@ from ion.model.messages import (
     DeliveryAck,
     Event,
     LinkStatus,
+    MessageIds,
     NodeState,
     NodeStatus,
     RetransmitRequest,
@@ -75,7 +76,7 @@ from node.runner.spec import EdgePort
 from .commands import CommandGate, refusal_event_text, run_here
 from .drift import NodeDrift
 from .edgeports import IonEdges, resolve_edges
-from .envelopes import Many, MessageIds, Sequencer, outbound_items, traffic_class_of
+from .envelopes import Many, Sequencer, outbound_items, traffic_class_of
 from .held import HeldDefinitions
 from .jobenv import broker_env
 from .jobstats import JobStatsLoop

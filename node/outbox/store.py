@@ -676,7 +676,7 @@ class OutboxStore:
         """Which of these message ids the inbox has already handled.
 
         Only ids up to the largest one in the window are looked up: the agent's ids grow
-        (``node.agent.envelopes.MessageIds``), so new ones from a busy source are above it
+        (``ion.model.messages.MessageIds``), so new ones from a busy source are above it
         and cost no lookup at all (about a microsecond each otherwise)."""
         if self._seen_max is None:
             row = self._read("SELECT coalesce(max(message_id), '') FROM inbox_seen")[0]
