@@ -297,6 +297,47 @@ async def test_a_restarted_consumer_resumes_where_it_was(tmp_path: Path) -> None
 
 
 @pytest.mark.asyncio
+async def test_a_failed_write_back_starts_the_transfer_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A disk that fails under the transfer (EIO, or a full disk when the data is written
+    # back): an fdatasync reports that error once, so the fsync when storing would not see
+    # it.  The model must not be stored from those bytes; the transfer starts over and asks
+    # again after the longest wait.
+    from node.models import transfer
+
+    p = Pair(tmp_path)
+    m = await p.publish(1)
+    sent = p.a_host.take()
+    fail = [1]
+
+    def fdatasync(fd: int) -> None:
+        if fail[0]:
+            fail[0] -= 1
+            raise OSError(5, "Input/output error")
+        os.fsync(fd)
+
+    monkeypatch.setattr(transfer, "WRITEBACK_BYTES", 64 * 1024)  # after every chunk
+    monkeypatch.setattr(transfer.os, "fdatasync", fdatasync)
+    await deliver(p.b, sent)
+    assert p.b.active(ION, EDGE) is None
+    assert p.b_host.events() == ["model.storage"]
+    assert p.b.store.get(ION, EDGE, m.model_id) is None
+    inc = p.b.transfers.get(m.model_id)
+    assert inc is not None and inc.assembler.received_count == 0  # started over
+    await p.b.tick(p.clock.now + 29_000)
+    assert p.b_host.take() == []  # not at once: the disk may need time
+    p.clock.now += 30_000
+    await p.b.tick(p.clock.now)
+    [(topic, req)] = p.b_host.take()
+    assert req.indexes == ()  # all of it
+    await deliver(p.a, [(topic, req)], source="edge-1")
+    await deliver(p.b, p.a_host.take())
+    art = p.b.active(ION, EDGE)
+    assert art is not None and art.path.read_bytes() == (tmp_path / "model-1.bin").read_bytes()
+
+
+@pytest.mark.asyncio
 async def test_a_transfer_for_an_edge_no_longer_consumed_is_dropped(tmp_path: Path) -> None:
     p = Pair(tmp_path)
     m = await p.publish(1)

@@ -205,7 +205,9 @@ class Node:
         blob = self.root / f"{self.node_id}-{m.version}.bin"
         blob.write_bytes(m.version.encode())
         stored = self.store.add(m, blob)
-        return self.rollout.on_ready(stored, self.now, keep=5)
+        out = self.rollout.on_ready(stored, self.now)
+        self.rollout.tidy(KEY, 5)
+        return out
 
     def rule(self, verdict: Verdict, version: str, by: str = "alice", at: int = 0) -> Outcomes:
         at = at or self.now

@@ -120,6 +120,35 @@ def test_a_signed_manifest_rechecks_only_chunks_from_before_a_restart(tmp_path: 
     assert asm.finish().read_bytes() == path.read_bytes()
 
 
+def test_written_chunks_are_made_durable_on_the_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every WRITEBACK_BYTES the partial file is fdatasynced in a worker thread, so the fsync
+    # when storing finds little to write; an error there fails verify (an fdatasync reports
+    # an error once: the store's fsync would not see it).
+    from node.models import transfer
+
+    synced: list[int] = []
+
+    def fdatasync(fd: int) -> None:
+        synced.append(fd)
+        if len(synced) == 2:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(transfer, "WRITEBACK_BYTES", 3_000)
+    monkeypatch.setattr(transfer.os, "fdatasync", fdatasync)
+    path = model_file(tmp_path, 9_500)
+    m = signed(manifest_for(path))
+    asm = Assembler.create(tmp_path / "rx", m, LIMITS)
+    for c in read_chunks(path, m):
+        asm.add(c)
+        asm._settled(wait=True)  # one at a time, so every threshold starts one
+    assert len(synced) == 3  # after 3000, 6000 and 9000 bytes
+    with pytest.raises(OSError, match="No space left"):
+        asm.verify()
+    asm.discard()
+
+
 def test_a_signed_manifest_vouches_for_its_model_id(tmp_path: Path) -> None:
     # The signer's word: chunks that match its hashes are accepted without hashing the whole
     # (an unsigned manifest with this model id fails: test_model_transfer.py).

@@ -53,7 +53,9 @@ class ModelManifest:
 class ModelChunk:
     model_id: str
     index: int
-    data: bytes
+    # A received chunk's data may be a read-only view of the message it came in (the
+    # receiver's ``decode_chunk_envelope``): one 256 KiB copy less per chunk and node.
+    data: bytes | memoryview
 
 
 @dataclass(frozen=True, slots=True)

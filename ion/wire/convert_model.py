@@ -75,7 +75,8 @@ def model_manifest_from_proto(m: pb.ModelManifest) -> ModelManifest:
 
 
 def model_chunk_to_proto(c: ModelChunk) -> pb.ModelChunk:
-    return pb.ModelChunk(model_id=c.model_id, index=c.index, data=c.data)
+    data = c.data if isinstance(c.data, bytes) else bytes(c.data)  # protobuf takes bytes only
+    return pb.ModelChunk(model_id=c.model_id, index=c.index, data=data)
 
 
 def model_chunk_from_proto(m: pb.ModelChunk) -> ModelChunk:

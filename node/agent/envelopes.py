@@ -324,14 +324,15 @@ def decode_chunk_envelope(payload: bytes) -> Envelope | None:
     Why: protobuf copies a 256 KiB chunk into its arena and again into ``bytes`` (measured
     ~100 us per chunk on this machine, a fifth of what a consumer spends on it).  Here only
     the field boundaries are walked: the envelope with the chunk's data left out (a few
-    hundred bytes) goes through the one hardened decoder, and the data is sliced out of the
-    payload once.  Fields keep their order, so protobuf's "last one wins" reads the same;
-    anything unusual (a repeated body or data field, groups, truncation, oversize) is left to
-    ``decode``, which reports it.
+    hundred bytes) goes through the one hardened decoder, and the data is a read-only view
+    of the payload, not a copy (a ``bytes`` payload: a view of anything mutable could change
+    under the chunk after its hash was checked).  Fields keep their order, so protobuf's
+    "last one wins" reads the same; anything unusual (a repeated body or data field, groups,
+    truncation, oversize) is left to ``decode``, which reports it.
     """
     if len(payload) > DEFAULT_MAX_SIZE:
         return None
-    view = memoryview(payload)
+    view = memoryview(payload if isinstance(payload, bytes) else bytes(payload))  # immutable
     body = _single_field(view, 0, len(view), _MODEL_CHUNK_FIELD)
     if body is None:
         return None
@@ -354,7 +355,9 @@ def decode_chunk_envelope(payload: bytes) -> Envelope | None:
     chunk = env.body
     if not isinstance(chunk, ModelChunk) or chunk.data:
         return None
-    full = ModelChunk(chunk.model_id, chunk.index, bytes(view[data_start:data_end]))
+    # The data stays a view of ``payload`` (read-only bytes, kept alive by the view): hashing
+    # and writing it need no copy of their own (measured ~70-100 us per 256 KiB chunk).
+    full = ModelChunk(chunk.model_id, chunk.index, view[data_start:data_end])
     return replace(env, body=full)
 
 

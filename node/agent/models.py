@@ -334,7 +334,8 @@ class ModelExchange:
                 if key in self._consumed:  # a consumer here too: our own echo never reaches it
                     await self._decide(stored)
                 else:
-                    self.store.prune(ion, edge, self._keep(key))
+                    # Off the loop: deleting an old model's files can take a while.
+                    await asyncio.to_thread(self.store.prune, ion, edge, self._keep(key))
         finally:
             if packed.temporary:
                 packed.path.unlink(missing_ok=True)
@@ -471,6 +472,9 @@ class ModelExchange:
             self.transfers.drop(m.model_id)
             await self._problem("model.invalid", str(exc), m)
             return
+        except OSError as exc:
+            await self._start_over(m, exc)
+            return
         try:
             stored = self.store.get(m.ion, m.edge, m.model_id)
             if stored is None:
@@ -478,11 +482,31 @@ class ModelExchange:
                 # block the loop, and with it every node of a process that runs several.
                 stored = await asyncio.to_thread(self.store.add, m, data, move=True)
         except ModelError as exc:  # e.g. an unsafe archive: nothing of it is kept
+            self.transfers.drop(m.model_id)
             await self._problem("model.invalid", str(exc), m)
             return
-        finally:
-            self.transfers.drop(m.model_id)
+        except OSError as exc:
+            await self._start_over(m, exc)
+            return
+        self.transfers.drop(m.model_id)
         await self._decide(stored)
+
+    async def _start_over(self, m: ModelManifest, exc: OSError) -> None:
+        """Writing or storing ``m`` failed on this node's disk (full, failing): what was
+        received cannot be trusted, so the transfer starts over, asking for its chunks after
+        the longest wait (not at once: the disk may need time, or an operator)."""
+        self.transfers.drop(m.model_id)
+        log.warning("model %s/%s version %s: storing it failed (%s); fetching it again",
+                    m.ion, m.edge, m.version, exc)  # fmt: skip
+        await self._problem("model.storage", f"storing the model failed: {exc}", m)
+        try:
+            inc = self.transfers.start(m, self._clock())
+        except OSError as again:
+            log.warning("model %s: cannot start over (%s); waiting for its manifest",
+                        m.model_id[:12], again)  # fmt: skip
+            return
+        inc.last_activity_ms = self._clock()
+        inc.interval_ms = self._cfg.request_max_interval_ms
 
     async def _decide(self, stored: StoredVersion) -> None:
         await self.rollouts.ready(

@@ -94,8 +94,10 @@ class RolloutDriver:
         # at the end of a rollout those small fsyncs wait behind every node's model being
         # written back on a shared disk (each up to ~0.1 s, one after the other on the loop
         # of a process running several nodes).
-        out = await asyncio.to_thread(self.core.on_ready, stored, self._clock(), keep=keep)
+        out = await asyncio.to_thread(self.core.on_ready, stored, self._clock())
         await self.carry_out(out)
+        m = stored.manifest
+        await asyncio.to_thread(self.core.tidy, (m.ion, m.edge), keep)
 
     async def on_decision(
         self, ion: str, edge: str, version: str, cmd: Command, source: str
