@@ -389,6 +389,11 @@ async def test_older_versions_are_not_fetched_and_keep_versions_applies(tmp_path
     for _, sent in published[1:]:
         await deliver(p.b, sent)
     held = [v.manifest.version for v in p.b.store.versions(ION, EDGE)]
+    assert len(held) == 3  # old versions go prune_after_ms after the activation, not at once
+    await p.b.tick(p.clock.now + p.config.prune_after_ms - 1)
+    assert len(p.b.store.versions(ION, EDGE)) == 3
+    await p.b.tick(p.clock.now + p.config.prune_after_ms)
+    held = [v.manifest.version for v in p.b.store.versions(ION, EDGE)]
     assert held == [m.version for m, _ in published[2:]]  # keep_versions: 2
     assert len(p.a.store.versions(ION, EDGE)) == 2  # the producer too
     art = p.b.active(ION, EDGE)

@@ -171,6 +171,7 @@ class ModelExchange:
             notify=self._notify,
             clock=self._clock,
             trust=lambda: self.trust,
+            prune_after_ms=self._cfg.prune_after_ms,
         )
 
     @cached_property

@@ -56,7 +56,10 @@ class RolloutDriver:
         notify: Callable[[EdgeKey], None],
         clock: Callable[[], int],
         trust: Callable[[], TrustConfig | None],
+        prune_after_ms: int = 0,
     ) -> None:
+        """``prune_after_ms``: how long after an activation old versions are pruned (see
+        ``ModelConfig``); 0: at once."""
         self.core = rollout
         self._node_id = node_id
         self._emit = emit
@@ -66,6 +69,8 @@ class RolloutDriver:
         self._trust = trust
         self._consumed: frozenset[EdgeKey] = frozenset()
         self._inputs: dict[tuple[str, str], tuple[str, ...]] = {}  # (ion, pipeline) -> edges
+        self._prune_after_ms = prune_after_ms
+        self._prune_due: dict[EdgeKey, tuple[int, int]] = {}  # edge -> (when, keep)
 
     def plan(
         self,
@@ -96,8 +101,11 @@ class RolloutDriver:
         # of a process running several nodes).
         out = await asyncio.to_thread(self.core.on_ready, stored, self._clock())
         await self.carry_out(out)
-        m = stored.manifest
-        await asyncio.to_thread(self.core.tidy, (m.ion, m.edge), keep)
+        key = (stored.manifest.ion, stored.manifest.edge)
+        if self._prune_after_ms > 0:
+            self._prune_due[key] = (self._clock() + self._prune_after_ms, keep)
+        else:
+            await asyncio.to_thread(self.core.tidy, key, keep)
 
     async def on_decision(
         self, ion: str, edge: str, version: str, cmd: Command, source: str
@@ -184,6 +192,10 @@ class RolloutDriver:
 
     async def tick(self, now: int) -> None:
         await self.carry_out(self.core.tick(now))
+        for key, (when, keep) in list(self._prune_due.items()):
+            if now >= when:
+                del self._prune_due[key]
+                await asyncio.to_thread(self.core.tidy, key, keep)
 
     async def refused(self, key: EdgeKey, model_id: str, reason: str) -> None:
         await self.carry_out(self.core.on_refused(key, model_id, reason))
