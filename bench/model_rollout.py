@@ -219,12 +219,23 @@ async def bench(broker: Any, tmp: Path, args: argparse.Namespace) -> tuple[Figur
                 # Both sides alike, not counted: the first large transfers of these processes
                 # and of Mosquitto fault in memory this VM never handed out before.
                 await agent_run(f"warm-up {i}", producer, agents, pids, tmp, args, warm)
+                await _pruned()
                 await raw_run(f"warm-up {i}", raws, raw_pids, host, port, args, warm)
             for run in range(args.runs):
                 await agent_run(str(run), producer, agents, pids, tmp, args, out)
+                await _pruned()
                 await raw_run(str(run), raws, raw_pids, host, port, args, out)
                 await disk_run(tmp, args, out)
     return out, warm
+
+
+async def _pruned() -> None:
+    """Wait until the agents have pruned what the rollout put beyond ``keep_versions`` (they
+    do it ``prune_after_ms`` after activating): that disk work must not land in the next
+    measurement."""
+    from node.models.config import ModelConfig
+
+    await asyncio.sleep(ModelConfig().prune_after_ms / 1000 + 1.0)
 
 
 def report(args: argparse.Namespace, f: Figures, warm: Figures, where: str) -> None:

@@ -232,7 +232,12 @@ async def _consumers(
 def _raw_subscribers(host: str, port: int, ids: list[str]) -> None:
     """Raw paho subscribers, one thread driving all of them through paho's socket API."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt import _packet
     from paho.mqtt.enums import CallbackAPIVersion
+
+    # The baseline is paho as installed: not the agents' reader (node.link.paho_publish).
+    assert mqtt.Client._packet_read.__module__ == "paho.mqtt.client"
+    assert _packet.decode_publish.__module__ == "paho.mqtt._packet"
 
     lock = threading.Lock()
     got: dict[str, dict[str, list[int]]] = {}  # run topic -> client -> [count, bytes, last ns]

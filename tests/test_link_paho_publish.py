@@ -69,10 +69,22 @@ def publish(topic: bytes, payload: bytes, qos: int, mid: int = 5) -> bytes:
             return bytes([0x30 | qos << 1]) + bytes(length) + body
 
 
-def read_all(reader: Any, stream: bytes, pieces: list[int]) -> tuple[list[tuple[Any, ...]], int]:
-    """Feed ``stream`` in ``pieces`` through a socket pair to a paho client reading with
-    ``reader``: the messages it delivers, and how the reading ended."""
-    ours, theirs = socket.socketpair()
+def connected_pair(kind: str) -> tuple[socket.socket, socket.socket]:
+    if kind == "unix":
+        return socket.socketpair()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        theirs = socket.create_connection(server.getsockname())
+        ours, _ = server.accept()
+        return ours, theirs
+
+
+def read_all(
+    reader: Any, stream: bytes, pieces: list[int], kind: str = "tcp", pause: float = 0.0002
+) -> tuple[list[tuple[Any, ...]], int]:
+    """Feed ``stream`` in ``pieces`` through a connected pair of sockets (TCP on loopback,
+    or a Unix socket pair) to a paho client reading with ``reader``: the messages it
+    delivers, and how the reading ended."""
+    ours, theirs = connected_pair(kind)
     ours.setblocking(False)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     got: list[tuple[Any, ...]] = []
@@ -86,7 +98,7 @@ def read_all(reader: Any, stream: bytes, pieces: list[int]) -> tuple[list[tuple[
         for n in pieces:
             theirs.sendall(stream[pos : pos + n])
             pos += n
-            time.sleep(0.0002)
+            time.sleep(pause)
         theirs.shutdown(socket.SHUT_WR)
 
     feeder = threading.Thread(target=feed)
@@ -107,8 +119,9 @@ def test_the_reader_is_the_one_paho_uses() -> None:
     assert mqtt.Client._packet_read is paho_publish.packet_read
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_reading_in_any_fragments_gives_what_paho_gives(seed: int) -> None:
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@pytest.mark.parametrize("seed", range(3))
+def test_reading_in_any_fragments_gives_what_paho_gives(seed: int, kind: str) -> None:
     rng = random.Random(seed)
     sizes = [0, 1, 100, 70_000, 256 * 1024]
     stream = b"".join(
@@ -123,8 +136,8 @@ def test_reading_in_any_fragments_gives_what_paho_gives(seed: int) -> None:
         pieces.append(n)
         left -= n
     original = paho_publish._original_read
-    ours = read_all(paho_publish.packet_read, stream, pieces)
-    assert ours == read_all(original, stream, pieces)
+    ours = read_all(paho_publish.packet_read, stream, pieces, kind)
+    assert ours == read_all(original, stream, pieces, kind)
     assert len(ours[0]) == 17  # QoS 2 messages wait for a PUBREL
     assert ours[1] == mqtt.MQTT_ERR_CONN_LOST  # the end of the stream
 
