@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -71,10 +71,20 @@ def shots(request: pytest.FixtureRequest) -> Path:
 
 def wait(driver: WebDriver, what: Any, timeout: float = 10) -> Any:
     # A form post or a live refresh may replace the element between finding and reading
-    # it: that is "not yet", not a failure.
-    return WebDriverWait(
-        driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
-    ).until(what)
+    # it: that is "not yet", not a failure.  Chrome reports it as a stale element or, when
+    # the new document arrives during the read, as "unknown error: ... Node with given id
+    # does not belong to the document" (seen once in a fresh-clone run after the login post).
+    def attempt(d: WebDriver) -> Any:
+        try:
+            return what(d)
+        except WebDriverException as exc:
+            if isinstance(exc, StaleElementReferenceException) or (
+                "does not belong to the document" in (exc.msg or "")
+            ):
+                return False
+            raise
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(attempt)
 
 
 def shot(driver: WebDriver, path: Path) -> None:
